@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+# Both create .venv (if missing) and install the project into it first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo_run
+DEMO_SEQUENCES ?= 240
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install test demo bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) ray_jobs/make_demo_data.py --out $(DEMO_DIR)/data --sequences $(DEMO_SEQUENCES) --seed 0
+	$(PY) ray_jobs/prepare.py --metadata $(DEMO_DIR)/data/train_metadata.csv \
+		--metadata $(DEMO_DIR)/data/test_metadata.csv \
+		--images-dir $(DEMO_DIR)/data/images --out $(DEMO_DIR)/prepared --long-side 512
+
+bench: install
+	$(PY) ray_jobs/bench.py all --out bench.json
+
+lint: install
+	$(PY) -m ruff check src ray_jobs tests
+
+clean:
+	rm -rf $(DEMO_DIR) bench.json .pytest_cache

@@ -1,0 +1,34 @@
+"""Shared fixtures: one in-process Ray for the whole session, the real test images, tiny data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """``../shared/data/real``: real camera-trap JPEGs. Missing means a broken checkout: fail, never skip."""
+    if not (SHARED_REAL / "labels.csv").is_file():
+        pytest.fail(f"real test images not found at {SHARED_REAL} (expected ../shared/data/real beside the repo)")
+    return SHARED_REAL
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One in-process Ray (2 CPUs) per test session; started once because each start costs ~5 s."""
+    from camtrap.runtime import init_ray
+
+    import ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
