@@ -1,0 +1,68 @@
+"""Local paths and object-store URIs behind one small interface.
+
+A cluster keeps its images in object storage (``s3://``, ``gs://``) while a laptop and the tests use
+local folders. Every job reads and writes through these helpers, so the pipeline code never branches on
+where the bytes live. fsspec resolves the URI scheme; local writes go through a temporary file and an
+atomic rename, so a job killed mid-write never leaves a half-written output that a resumed run would
+mistake for a finished one (object stores give the same guarantee per object).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` paths other than ``file://``."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with ``/`` for URIs and the OS separator for local paths."""
+    base = str(base)
+    if is_uri(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def get_fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and the path inside it."""
+    fs, inner = fsspec.core.url_to_fs(str(path))
+    return fs, inner
+
+
+def read_bytes(path: str) -> bytes:
+    fs, inner = get_fs(path)
+    return fs.cat_file(inner)
+
+
+def exists(path: str) -> bool:
+    fs, inner = get_fs(path)
+    return fs.exists(inner)
+
+
+def makedirs(path: str) -> None:
+    fs, inner = get_fs(path)
+    fs.makedirs(inner, exist_ok=True)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file."""
+    fs, inner = get_fs(path)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(inner) or ".", exist_ok=True)
+        tmp = f"{inner}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, inner)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        fs.pipe_file(inner, data)
