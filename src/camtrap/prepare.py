@@ -1,0 +1,262 @@
+"""The preparation job: decode and resize every image of one or more metadata files with Ray Data.
+
+Design, from what costs time on Ray here (see ``shared/reference/ray-2.60-notes.md``):
+
+* Each Ray task gets a block of file names, reads, resizes and *writes* its images itself and returns
+  only a small table of metadata. Pixels never travel through the object store, and the work per task
+  (tens of images) dwarfs Ray's per-task overhead.
+* Every result row is appended to ``OUT/_prepare_state/part-*.parquet`` by the driver as blocks finish,
+  and every output JPEG is written atomically. A killed job therefore resumes by skipping files that
+  have an ``ok`` record *and* an output file; everything else is redone. The output bytes depend only on
+  the input file and the settings, never on the number of workers or the order of blocks.
+* ``OUT/manifest.parquet`` (and ``manifest.csv``) holds exactly one row per input metadata row,
+  including rows rejected by the contract (bad ``file_name``, duplicates) and files that failed to
+  decode, each with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from camtrap import storage
+from camtrap.classes import FILE_NAME, SEQ_ID
+from camtrap.contract import LINE, SOURCE, Metadata, read_metadata
+from camtrap.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_jpeg, load_resized
+
+STATE_DIR = "_prepare_state"
+MANIFEST = "manifest.parquet"
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+RESULT_COLUMNS = [FILE_NAME, SEQ_ID, "orig_width", "orig_height", "width", "height", "status", "error"]
+MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height", "width", "height", "status", "error"]
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that determines the output bytes; a resumed run must use the same values."""
+
+    long_side: int = 512
+    quality: int = 95
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class PrepareSummary:
+    """What a preparation run did; ``ok + errors == input_rows`` always."""
+
+    input_rows: int
+    ok: int
+    errors: int
+    processed: int
+    skipped: int
+    seconds: float
+    out_dir: str
+    manifest: str
+
+    def __str__(self) -> str:
+        rate = self.processed / self.seconds if self.seconds > 0 else float("nan")
+        return (
+            f"prepare: {self.input_rows} input rows -> {self.ok} ok, {self.errors} errors "
+            f"({self.processed} processed this run at {rate:.1f} img/s, {self.skipped} already done) "
+            f"in {self.seconds:.1f}s; manifest: {self.manifest}"
+        )
+
+
+def prepare_one(file_name: str, images_dir: str, out_dir: str, settings: PrepareSettings) -> dict:
+    """Prepare one image; never raises for a bad file: the returned record carries the error.
+
+    This is the unit of work of the Ray job and of the benchmark's plain baselines alike.
+    """
+    record = {FILE_NAME: file_name, "orig_width": -1, "orig_height": -1, "width": -1, "height": -1}
+    src = storage.join(images_dir, file_name)
+    try:
+        try:
+            data = storage.read_bytes(src)
+        except FileNotFoundError:
+            raise ImageDecodeError(f"file not found: {src}") from None
+        except IsADirectoryError:
+            raise ImageDecodeError(f"is a directory, not an image: {src}") from None
+        img, (ow, oh) = load_resized(data, settings.long_side, max_pixels=settings.max_pixels)
+        storage.write_bytes_atomic(storage.join(out_dir, file_name), encode_jpeg(img, settings.quality))
+    except (ImageDecodeError, OSError) as e:
+        record.update(status=STATUS_ERROR, error=f"{file_name}: {e}")
+        return record
+    record.update(orig_width=ow, orig_height=oh, width=img.width, height=img.height, status=STATUS_OK, error="")
+    return record
+
+
+def prepare_block(batch: pd.DataFrame, images_dir: str, out_dir: str, settings: PrepareSettings) -> pd.DataFrame:
+    """Ray Data ``map_batches`` function: prepare every file of a block, return its records."""
+    records = [prepare_one(f, images_dir, out_dir, settings) for f in batch[FILE_NAME]]
+    out = pd.DataFrame.from_records(records)
+    out[SEQ_ID] = batch[SEQ_ID].to_numpy()
+    return out[RESULT_COLUMNS]
+
+
+class _StateLog:
+    """Append-only result log under ``OUT/_prepare_state``; the basis of resume."""
+
+    def __init__(self, out_dir: str):
+        self.dir = storage.join(out_dir, STATE_DIR)
+        storage.makedirs(self.dir)
+        self._buffer: list[pd.DataFrame] = []
+        self._rows = 0
+        self._last_flush = time.monotonic()
+
+    def check_settings(self, settings: PrepareSettings, overwrite: bool) -> None:
+        """Refuse to mix outputs made with other settings, unless the caller overwrites."""
+        path = storage.join(self.dir, "settings.json")
+        if overwrite:
+            fs, inner = storage.get_fs(self.dir)
+            for part in fs.glob(inner.rstrip("/") + "/part-*.parquet"):
+                fs.rm(part)
+        elif storage.exists(path):
+            old = json.loads(storage.read_bytes(path))
+            if old != asdict(settings):
+                raise ValueError(
+                    f"{path}: this output folder was prepared with {old}, not {asdict(settings)}; "
+                    "rerun with --overwrite to redo it, or choose another --out"
+                )
+        storage.write_bytes_atomic(path, json.dumps(asdict(settings), sort_keys=True).encode())
+
+    def read(self) -> pd.DataFrame:
+        fs, inner = storage.get_fs(self.dir)
+        parts = sorted(fs.glob(inner.rstrip("/") + "/part-*.parquet"))
+        if not parts:
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        frames = [pd.read_parquet(storage.join(self.dir, os.path.basename(p))) for p in parts]
+        log = pd.concat(frames, ignore_index=True)
+        # Later records win: a file that failed once and succeeded on a rerun counts as ok.
+        return log.drop_duplicates(FILE_NAME, keep="last")
+
+    def append(self, records: pd.DataFrame, flush_rows: int = 2048, flush_seconds: float = 20.0) -> None:
+        self._buffer.append(records)
+        self._rows += len(records)
+        if self._rows >= flush_rows or time.monotonic() - self._last_flush > flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        frame = pd.concat(self._buffer, ignore_index=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        fs, inner = storage.get_fs(self.dir)
+        tmp = storage.join(self.dir, "." + name)
+        frame.to_parquet(tmp, index=False)
+        fs.mv(storage.get_fs(tmp)[1], inner.rstrip("/") + "/" + name)
+        self._buffer, self._rows, self._last_flush = [], 0, time.monotonic()
+
+
+def _existing_outputs(out_dir: str) -> set[str]:
+    """Relative paths of every file already under ``out_dir`` (one listing, not one call per file)."""
+    fs, inner = storage.get_fs(out_dir)
+    if not fs.exists(inner):
+        return set()
+    root = inner.rstrip("/") + "/"
+    return {p[len(root):] if p.startswith(root) else p for p in fs.find(inner)}
+
+
+def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per input metadata row, in input order: results for valid rows, reasons for rejected."""
+    valid = metadata.frame[[FILE_NAME, SEQ_ID, SOURCE, LINE]].merge(
+        results.drop(columns=[SEQ_ID]), on=FILE_NAME, how="left"
+    )
+    missing = valid["status"].isna()
+    valid.loc[missing, "status"] = STATUS_ERROR
+    valid.loc[missing, "error"] = "not processed (job interrupted?)"
+    rejected = pd.DataFrame(
+        [
+            {
+                FILE_NAME: i.file_name or "", SEQ_ID: i.seq_id or "", SOURCE: i.file, LINE: i.line,
+                "status": STATUS_ERROR, "error": str(i),
+            }
+            for i in metadata.rejected
+        ],
+        columns=[FILE_NAME, SEQ_ID, SOURCE, LINE, "status", "error"],
+    )
+    manifest = pd.concat([valid, rejected], ignore_index=True)
+    for col in ("orig_width", "orig_height", "width", "height"):
+        manifest[col] = manifest[col].fillna(-1).astype("int64")
+    manifest[LINE] = manifest[LINE].astype("int64")
+    manifest["error"] = manifest["error"].fillna("")
+    for col in (FILE_NAME, SEQ_ID, SOURCE, "status", "error"):
+        manifest[col] = manifest[col].astype(str)
+    order = {s: i for i, s in enumerate(metadata.sources)}
+    manifest["_src"] = manifest[SOURCE].map(order)
+    manifest = manifest.sort_values(["_src", LINE], kind="stable").drop(columns="_src")
+    return manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+
+
+def prepare_images(
+    metadata_paths: str | Sequence[str],
+    images_dir: str,
+    out_dir: str,
+    settings: PrepareSettings = PrepareSettings(),
+    overwrite: bool = False,
+    rows_per_task: int = 32,
+) -> tuple[PrepareSummary, pd.DataFrame]:
+    """Run the preparation job on the current Ray cluster; returns the summary and the manifest.
+
+    Ray must be initialised by the caller (``camtrap.runtime.init_ray``), or Ray Data starts a local
+    instance itself.
+    """
+    import ray
+
+    start = time.perf_counter()
+    metadata = read_metadata(metadata_paths)
+    out_dir = str(out_dir)
+    storage.makedirs(out_dir)
+    log = _StateLog(out_dir)
+    log.check_settings(settings, overwrite)
+
+    done = log.read()
+    done = done[done["status"] == STATUS_OK]
+    if len(done):
+        present = _existing_outputs(out_dir)
+        done = done[done[FILE_NAME].isin(present)]
+    todo = metadata.frame.loc[~metadata.frame[FILE_NAME].isin(set(done[FILE_NAME])), [FILE_NAME, SEQ_ID]]
+
+    if len(todo):
+        todo = todo.reset_index(drop=True)
+        bounds = np.linspace(0, len(todo), max(1, math.ceil(len(todo) / rows_per_task)) + 1).astype(int)
+        blocks = [todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        ds = ray.data.from_pandas(blocks).map_batches(
+            prepare_block,
+            batch_size=None,
+            batch_format="pandas",
+            num_cpus=1,
+            fn_kwargs={"images_dir": str(images_dir), "out_dir": out_dir, "settings": settings},
+        )
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                log.append(batch)
+        finally:
+            log.flush()
+
+    results = log.read()
+    manifest = build_manifest(metadata, results)
+    manifest_path = storage.join(out_dir, MANIFEST)
+    manifest.to_parquet(manifest_path, index=False)
+    manifest.to_csv(storage.join(out_dir, "manifest.csv"), index=False)
+    ok = int((manifest["status"] == STATUS_OK).sum())
+    summary = PrepareSummary(
+        input_rows=len(manifest),
+        ok=ok,
+        errors=len(manifest) - ok,
+        processed=len(todo),
+        skipped=len(metadata.frame) - len(todo),
+        seconds=time.perf_counter() - start,
+        out_dir=out_dir,
+        manifest=manifest_path,
+    )
+    return summary, manifest

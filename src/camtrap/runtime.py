@@ -1,0 +1,49 @@
+"""Starting or joining Ray, in one place, for every job script and test.
+
+* With no address (and no ``RAY_ADDRESS``), Ray starts in-process: the laptop and CI case.
+* With ``--address auto`` or a ``ray job submit`` driver, it joins the running cluster.
+
+In both cases the ``camtrap`` package is shipped to the workers through the runtime environment
+(``py_modules``), so cluster nodes need only the third-party dependencies, not this project installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import camtrap
+
+#: Environment every Ray worker of ours gets: albumentations must not call PyPI at import.
+WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
+def package_dir() -> str:
+    """Directory of the imported ``camtrap`` package (what ``py_modules`` ships)."""
+    return str(Path(camtrap.__file__).resolve().parent)
+
+
+def runtime_env() -> dict:
+    return {"py_modules": [package_dir()], "env_vars": dict(WORKER_ENV)}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
+    """Start or join Ray once; a no-op when this process is already connected.
+
+    ``num_cpus`` only applies to a Ray started here. The dashboard of a local Ray binds to 127.0.0.1.
+    """
+    import ray
+
+    os.environ.update(WORKER_ENV)
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"runtime_env": runtime_env(), "log_to_driver": True}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1")
+    if quiet:
+        kwargs["logging_level"] = logging.WARNING
+    return ray.init(**kwargs)
