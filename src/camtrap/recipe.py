@@ -1,0 +1,502 @@
+"""Training recipes: pydantic models, YAML in and out, ``key=value`` overrides.
+
+A recipe is data, as in the 2nd-place code: the model, where its weights come from, what is frozen, the
+optimizer, the validation split and a list of stages (progressive resizing). Each stage is a separate
+fit that starts from the previous stage's best checkpoint; :mod:`camtrap.training` runs the list.
+
+Every model forbids unknown keys, so a typo (``lrr: 0.01``) is an error rather than a silently ignored
+setting. An invalid file raises :class:`RecipeError`; its message names the file and gives one line
+per problem, each starting with the field path (``stages.1.lr``) so the user knows what to edit.
+
+Packaged recipes live in ``camtrap/recipes/<name>.yaml``; :func:`load_recipe` takes either a path or
+such a bare name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from camtrap.augment import crop_long_side
+
+#: Folder of the packaged recipes (``load_recipe("cpu_tiny")``).
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+#: File endings taken as a local weights file rather than a timm pretrained tag.
+WEIGHT_FILE_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".safetensors")
+
+#: ``pretrained`` value meaning "the timm model's default pretrained tag".
+TIMM_DEFAULT = "timm"
+
+_SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is invalid; the message names the source and each bad field."""
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors, assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StageConfig(_Strict):
+    """One progressive-resizing stage: a separate fit from the previous stage's best checkpoint.
+
+    Field order matters: ``lr`` and ``epochs`` come before the fields checked against them, so the
+    cross-field errors point at ``min_lr`` / ``warmup_epochs`` themselves.
+    """
+
+    name: str | None = Field(default=None, pattern=_SAFE_NAME, description="default: stage{i}")
+    long_side: int = Field(ge=32, description="resize the long side to this (the seed's rule)")
+    crop_ratio: float = Field(default=1.14, ge=1.0, description="train crop long side = long_side / ratio")
+    batch_size: int = Field(ge=1, description="per worker")
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0, description="peak LR, reached at the end of warmup")
+    min_lr: float = Field(
+        default=0.0, ge=0, description="floor of the cosine decay, reached at the last step"
+    )
+    warmup_epochs: float = Field(default=0.0, ge=0, description="linear warmup length (fractions allowed)")
+
+    @field_validator("crop_ratio")
+    @classmethod
+    def _crop_not_empty(cls, v: float, info) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        long_side = info.data.get("long_side")
+        if long_side is not None:
+            crop_long_side(long_side, v)  # its ValueError says why the crop would be empty
+        return v
+
+    @field_validator("min_lr")
+    @classmethod
+    def _min_lr_below_lr(cls, v: float, info) -> float:
+        lr = info.data.get("lr")
+        if lr is not None and v > lr:
+            raise ValueError(f"min_lr ({v}) must be <= lr ({lr})")
+        return v
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_within_stage(cls, v: float, info) -> float:
+        epochs = info.data.get("epochs")
+        if epochs is not None and v > epochs:
+            raise ValueError(f"warmup_epochs ({v}) must be <= epochs ({epochs})")
+        return v
+
+
+class OptimizerConfig(_Strict):
+    """SGD as the 2nd-place code ran it (momentum 0.9, weight decay 1e-4, no Nesterov)."""
+
+    name: Literal["sgd"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    nesterov: bool = False
+
+
+ValidationKind = Literal["prefix", "fraction", "files"]
+
+
+class ValidationConfig(_Strict):
+    """Which images are held out. Exactly one kind:
+
+    * ``prefix``: every ``file_name`` starting with it (the seed held out season 10: ``"S10/"``);
+    * ``fraction`` (+ ``seed``): a random fraction of sequences, grouped by ``seq_id`` so the images of
+      one sequence never straddle train and validation;
+    * ``metadata`` + ``labels``: explicit CSV files.
+
+    ``seed`` is used by ``fraction`` only.
+    """
+
+    prefix: str | None = Field(default=None, min_length=1)
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    seed: int = 0
+    metadata: str | None = Field(default=None, min_length=1)
+    labels: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> ValidationConfig:
+        if (self.metadata is None) != (self.labels is None):
+            missing = "labels" if self.labels is None else "metadata"
+            raise ValueError(f"explicit validation files need both metadata and labels; {missing} is missing")
+        kinds = self._kinds_set()
+        if len(kinds) != 1:
+            got = ", ".join(kinds) if kinds else "none"
+            raise ValueError(f"set exactly one of prefix, fraction, or metadata+labels (got {got})")
+        return self
+
+    def _kinds_set(self) -> list[str]:
+        kinds = []
+        if self.prefix is not None:
+            kinds.append("prefix")
+        if self.fraction is not None:
+            kinds.append("fraction")
+        if self.metadata is not None or self.labels is not None:
+            kinds.append("metadata+labels")
+        return kinds
+
+    @property
+    def kind(self) -> ValidationKind:
+        """``"prefix"``, ``"fraction"`` or ``"files"``."""
+        if self.prefix is not None:
+            return "prefix"
+        if self.fraction is not None:
+            return "fraction"
+        return "files"
+
+
+class Recipe(_Strict):
+    """A full training recipe. See ``camtrap/recipes/*.yaml`` for annotated examples."""
+
+    name: str = Field(pattern=_SAFE_NAME)
+    model: str = Field(min_length=1, description="timm model name")
+    pretrained: str | None = Field(
+        default=None,
+        description='None/"none": random init; "timm": the model\'s default tag; a timm tag '
+        '("arch.tag" or "tag"); or a local .pth/.pt/.bin/.safetensors file',
+    )
+    freeze: Literal["none", "stem", "stem+layer1"] = "none"
+    num_classes: int | None = Field(default=None, ge=1, description="None: from the class list")
+    loss: Literal["multilabel_soft_margin"] = "multilabel_soft_margin"
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
+    validation: ValidationConfig
+    stages: list[StageConfig] = Field(min_length=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
+    seed: int = 666
+    inference_long_side: int | None = Field(
+        default=None, ge=32, description="None: the last stage's long_side"
+    )
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as False; `amp: off` must mean "off", not a type error.
+        return "off" if v is False else v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        """Check the name against timm's offline registry.
+
+        A typo would otherwise surface only on a worker, after a cluster has started. timm is imported
+        here, lazily (seconds), so that modules importing this one stay light.
+        """
+        import timm
+
+        if not timm.is_model(v):
+            close = difflib.get_close_matches(v, timm.list_models(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise PydanticCustomError(
+                "unknown_model", "unknown timm model '{m}'{hint}", {"m": v, "hint": hint}
+            )
+        return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _known_pretrained(cls, v: str | None, info) -> str | None:
+        """Normalise "none" to None and check a timm tag against the registry (offline)."""
+        if v is None:
+            return None
+        v = v.strip()
+        kind = pretrained_kind(v)
+        if kind == "none":
+            return None
+        model = info.data.get("model")
+        if kind != "tag" or model is None:
+            return v
+        import timm
+        from timm.models import split_model_name_tag
+
+        arch = split_model_name_tag(model)[0]
+        full = pretrained_tag_name(model, v)
+        if split_model_name_tag(full)[0] != arch:
+            raise PydanticCustomError(
+                "pretrained_arch",
+                "tag '{p}' is for architecture '{a}', not the model's '{m}'",
+                {"p": v, "a": split_model_name_tag(full)[0], "m": arch},
+            )
+        known = timm.list_pretrained(arch + ".*")
+        if full not in known:
+            raise PydanticCustomError(
+                "unknown_tag",
+                "'{p}' is neither a timm pretrained tag of {a} (known: {tags}), 'timm', 'none', "
+                "nor a weights file ending in {suffixes}",
+                {
+                    "p": v,
+                    "a": arch,
+                    "tags": ", ".join(known) or "none",
+                    "suffixes": "/".join(WEIGHT_FILE_SUFFIXES),
+                },
+            )
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _name_stages(cls, stages: list[StageConfig]) -> list[StageConfig]:
+        # Default names are filled in here (a stage does not know its index); they name checkpoint folders.
+        named = [
+            s if s.name is not None else s.model_copy(update={"name": f"stage{i}"})
+            for i, s in enumerate(stages)
+        ]
+        seen: dict[str, int] = {}
+        for i, s in enumerate(named):
+            if s.name in seen:
+                raise ValueError(
+                    f"stage name '{s.name}' is used by stages {seen[s.name]} and {i}; names must be unique"
+                )
+            seen[s.name] = i
+        return named
+
+    @property
+    def eval_long_side(self) -> int:
+        """Long side for validation and inference: ``inference_long_side`` or the last stage's."""
+        return self.inference_long_side if self.inference_long_side is not None else self.stages[-1].long_side
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON/YAML types), every setting explicit; unset optional fields are left out."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> Recipe:
+        """Validate plain data; :class:`RecipeError` naming ``source`` on failure."""
+        if not isinstance(data, dict):
+            raise RecipeError(
+                f"{source}: a recipe must be a mapping of keys to values, got {type(data).__name__}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise RecipeError(format_validation_error(e, source)) from None
+
+
+def pretrained_kind(pretrained: str | None) -> Literal["none", "timm", "file", "tag"]:
+    """Classify a ``pretrained`` value: random init, timm's default tag, a local file, or a named tag."""
+    if pretrained is None or pretrained.strip().lower() in ("", "none"):
+        return "none"
+    if pretrained == TIMM_DEFAULT:
+        return "timm"
+    if pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES):
+        return "file"
+    return "tag"
+
+
+def pretrained_tag_name(model: str, tag: str) -> str:
+    """Full timm name for a pretrained tag: ``"arch.tag"`` is kept; a bare ``"tag"`` gets the model's arch."""
+    if "." in tag:
+        return tag
+    return f"{model.split('.', 1)[0]}.{tag}"
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/Union-with-None so the model class of a field can be found."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    return annotation
+
+
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel] = Recipe) -> type[BaseModel] | None:
+    """The pydantic model class found at ``loc`` (e.g. ``("stages", 0)`` -> StageConfig), or None."""
+    current: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            if typing.get_origin(current) is list:
+                current = _unwrap(typing.get_args(current)[0])
+                continue
+            return None
+        if (
+            not (isinstance(current, type) and issubclass(current, BaseModel))
+            or part not in current.model_fields
+        ):
+            return None
+        current = _unwrap(current.model_fields[part].annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_OWN_ERRORS = ("unknown_model", "unknown_tag", "pretrained_arch")
+
+
+def _error_line(err: dict[str, Any], root: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1], root)
+        allowed = sorted(parent.model_fields) if parent is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{path}: unknown key{hint}{known}"
+    msg = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"{path}: required field is missing"
+    value = err.get("input")
+    # pydantic's own messages do not quote the value; ours (ValueError / custom errors) already do.
+    if (
+        not isinstance(value, (dict, list))
+        and err["type"] != "value_error"
+        and err["type"] not in _OWN_ERRORS
+    ):
+        msg = f"{msg} (got {_short(value)})"
+    return f"{path}: {msg}"
+
+
+def format_validation_error(error: ValidationError, source: str, root: type[BaseModel] = Recipe) -> str:
+    """One line per problem, each starting with the dotted field path, under a line naming the source."""
+    lines = [_error_line(err, root) for err in error.errors()]
+    return f"{source}: invalid recipe ({len(lines)} problem{'s' if len(lines) != 1 else ''}):\n" + "\n".join(
+        f"  {line}" for line in lines
+    )
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def available_recipes() -> list[str]:
+    """Names of the packaged recipes (``camtrap/recipes/*.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe_path(path_or_name: str | Path) -> Path:
+    """A path to a YAML file, or a bare packaged name (``"cpu_tiny"``) -> its file."""
+    text = str(path_or_name)
+    path = Path(text)
+    looks_like_path = path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text or path.exists()
+    if looks_like_path:
+        if not path.is_file():
+            raise RecipeError(f"{text}: recipe file not found")
+        return path
+    packaged = RECIPES_DIR / f"{text}.yaml"
+    if not packaged.is_file():
+        raise RecipeError(
+            f"{text}: no such recipe file, and not a packaged recipe name (packaged: {', '.join(available_recipes())})"
+        )
+    return packaged
+
+
+def load_recipe(path_or_name: str | Path) -> Recipe:
+    """Read and validate a recipe from a YAML file or a packaged name; :class:`RecipeError` if invalid."""
+    path = resolve_recipe_path(path_or_name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read: {e}") from None
+    if data is None:
+        raise RecipeError(f"{path}: the file is empty")
+    return Recipe.from_dict(data, source=str(path))
+
+
+def dump_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write the recipe as YAML (every setting explicit) so a run's outputs say how it was made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(recipe_yaml(recipe), encoding="utf-8")
+    return path
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML text, keys in declaration order."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------------------------- overrides
+
+_VALIDATION_KINDS = {
+    "prefix": ("fraction", "metadata", "labels"),
+    "fraction": ("prefix", "metadata", "labels"),
+    "metadata": ("prefix", "fraction"),
+    "labels": ("prefix", "fraction"),
+}
+
+
+def _parse_override(text: str) -> tuple[list[str | int], Any]:
+    if "=" not in text:
+        raise RecipeError(f"override '{text}': expected KEY=VALUE, e.g. stages.0.lr=0.01")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise RecipeError(f"override '{text}': empty key or empty part in '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"override '{text}': value is not valid YAML: {e}") from None
+    parts: list[str | int] = [int(p) if re.fullmatch(r"-?\d+", p) else p for p in key.split(".")]
+    return parts, value
+
+
+def _set_path(data: dict[str, Any], parts: list[str | int], value: Any, text: str) -> None:
+    """Set ``data[parts...] = value``; every key must be a field of the model found along the path."""
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(str(p) for p in parts[:depth]) or "the recipe"
+        if isinstance(node, list):
+            if not isinstance(part, int):
+                raise RecipeError(f"override '{text}': '{where}' is a list; expected an index, got '{part}'")
+            if not -len(node) <= part < len(node):
+                raise RecipeError(
+                    f"override '{text}': index {part} out of range ({where} has {len(node)} entries)"
+                )
+        elif isinstance(node, dict):
+            model = _model_at(tuple(parts[:depth]))
+            allowed = sorted(model.model_fields) if model is not None else sorted(node)
+            if part not in allowed:
+                close = difflib.get_close_matches(str(part), allowed, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise RecipeError(
+                    f"override '{text}': unknown key '{part}' in {where}{hint} (allowed: {', '.join(allowed)})"
+                )
+        else:
+            raise RecipeError(f"override '{text}': '{where}' is a value, not a mapping or list")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Recipe:
+    """A new recipe with ``KEY=VALUE`` overrides applied, then re-validated.
+
+    Keys are dotted paths with integer list indices (``stages.0.lr=0.01``); values are parsed as YAML
+    (``amp=off``, ``stages.1={long_side: 128, batch_size: 8, lr: 0.01, epochs: 1}``). Setting one kind of
+    validation split clears the others (``validation.fraction=0.2`` on a prefix recipe switches to a
+    random split), since only one kind may be set. A bad key or value raises :class:`RecipeError`.
+    """
+    data = recipe.model_dump(mode="python")
+    for text in overrides:
+        parts, value = _parse_override(text)
+        _set_path(data, parts, value, text)
+        if (
+            len(parts) == 2
+            and parts[0] == "validation"
+            and parts[1] in _VALIDATION_KINDS
+            and value is not None
+        ):
+            for other in _VALIDATION_KINDS[parts[1]]:
+                data["validation"][other] = None
+    source = f"recipe '{recipe.name}' with overrides {list(overrides)}"
+    return Recipe.from_dict(data, source=source)
