@@ -1,0 +1,227 @@
+"""The train and eval pipelines of the 2nd-place solution (albumentations 2.0.8).
+
+Train (write-up, point 6-7): resize the long side to the stage's size with the seed's rule and PIL
+LANCZOS, then a random crop of ``long_side / 1.14`` on the long side that keeps the image's aspect ratio
+(a rectangle, not a square), horizontal flip, CLAHE, ToGray and brightness/contrast with albumentations'
+default parameters. Eval: the same resize, nothing else.
+
+Input: the prepared image, an RGB ``uint8`` HWC array (a PIL image is accepted too). Output: a
+``float32`` CHW array normalised with the model's mean and std (:func:`normalize`, shared by both
+pipelines so train and eval can never disagree on it), or, with ``mean=None``, the ``uint8`` HWC array
+itself: the Ray Data pipelines ship uint8 (4x fewer bytes through the object store) and the worker
+normalises on its device with :class:`DeviceNormalizer`.
+
+Crops keep the aspect ratio, so images of different aspect ratios give different output sizes; a batch
+must hold one size (the Serengeti frames are all 4:3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from camtrap.imageio import resize_long_side
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+#: timm's ImageNet defaults, used when a model declares no normalisation.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def crop_long_side(long_side: int, crop_ratio: float) -> int:
+    """Long side of the train crop: ``long_side / crop_ratio`` rounded to the nearest multiple of 16.
+
+    With the seed's 1.14 this reproduces the 2nd-place table exactly: 296 -> 256, 360 -> 320,
+    480 -> 416. Halves round up (``floor(x + 0.5)``), not to even as Python's ``round`` would.
+    """
+    if long_side < 16:
+        raise ValueError(f"long_side must be at least 16, got {long_side}")
+    if not (crop_ratio >= 1.0 and math.isfinite(crop_ratio)):
+        raise ValueError(f"crop_ratio must be a finite number >= 1.0, got {crop_ratio}")
+    crop = math.floor(long_side / crop_ratio / 16 + 0.5) * 16
+    if crop < 16:
+        raise ValueError(
+            f"crop long side for long_side {long_side} and crop_ratio {crop_ratio} rounds to {crop} px; "
+            f"it must be at least 16 (lower crop_ratio or raise long_side)"
+        )
+    return crop
+
+
+def crop_size(width: int, height: int, crop_long: int) -> tuple[int, int]:
+    """(crop_w, crop_h) for an image of ``width`` x ``height``: long side ``crop_long``, short side keeping
+    the image's own aspect ratio (rounded), both clipped to the image."""
+    if width >= height:
+        w, h = crop_long, max(1, round(crop_long * height / width))
+    else:
+        w, h = max(1, round(crop_long * width / height)), crop_long
+    return min(w, width), min(h, height)
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 HWC RGB -> float32 CHW, ``(x / 255 - mean) / std`` per channel."""
+    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, 1, -1)
+    std_arr = np.asarray(std, dtype=np.float32).reshape(1, 1, -1)
+    out = (image.astype(np.float32) / np.float32(255.0) - mean_arr) / std_arr
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def _as_pil(image: np.ndarray | Image.Image) -> Image.Image:
+    """Check the input contract (RGB uint8 HWC) and wrap it for PIL's resize."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected an RGB uint8 HWC numpy array or a PIL image, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 HWC array, got shape {image.shape} dtype {image.dtype}")
+    return Image.fromarray(image, mode="RGB")
+
+
+def _finish(image: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> np.ndarray:
+    """Normalise to float32 CHW, or (no mean/std) return contiguous uint8 HWC for the device to normalise."""
+    if mean is None:
+        return np.ascontiguousarray(image)
+    return normalize(image, mean, std)
+
+
+class DeviceNormalizer:
+    """uint8 NHWC (numpy) -> normalised float32 NCHW tensor on ``device``: :func:`normalize` done on the GPU.
+
+    ``fill`` is the mean pixel in uint8, the padding colour that normalises to (about) zero.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device="cpu"):
+        import torch
+
+        mean_t, std_t = _check_stats(mean, std)
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean_t, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std_t, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.fill = np.clip(np.rint(np.asarray(mean_t) * 255.0), 0, 255).astype(np.uint8)
+
+    def __call__(self, batch: np.ndarray):
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+
+def _check_stats(
+    mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise ValueError("give both mean and std, or neither (uint8 output)")
+    mean_t, std_t = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean_t) != 3 or len(std_t) != 3:
+        raise ValueError(f"mean and std need 3 values (RGB), got {mean_t} and {std_t}")
+    if any(s <= 0 for s in std_t):
+        raise ValueError(f"std values must be positive, got {std_t}")
+    return mean_t, std_t
+
+
+class EvalTransform:
+    """Resize the long side with the seed's rule (LANCZOS) and normalise; deterministic."""
+
+    def __init__(self, long_side: int, mean: Sequence[float] | None, std: Sequence[float] | None):
+        self.long_side = int(long_side)
+        self.mean, self.std = _check_stats(mean, std)
+
+    def __call__(self, image: np.ndarray | Image.Image) -> np.ndarray:
+        resized = np.asarray(resize_long_side(_as_pil(image), self.long_side))
+        return _finish(resized, self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(long_side={self.long_side}, mean={self.mean}, std={self.std})"
+
+
+class TrainTransform:
+    """The seed's train pipeline; picklable (Ray ships it to workers), one Compose cached per crop size.
+
+    ``seed`` makes the sequence of random draws reproducible (each crop size's Compose gets its own seed
+    derived from it). Leave it ``None`` in training: copies of a seeded transform in several workers
+    would draw the same augmentations.
+    """
+
+    def __init__(
+        self,
+        long_side: int,
+        crop_ratio: float,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        seed: int | None = None,
+    ):
+        self.long_side = int(long_side)
+        self.crop_ratio = float(crop_ratio)
+        self.crop_long = crop_long_side(self.long_side, self.crop_ratio)
+        self.mean, self.std = _check_stats(mean, std)
+        self.seed = seed
+        self._pipelines: dict[tuple[int, int], A.Compose] = {}
+
+    def _pipeline(self, crop_w: int, crop_h: int) -> A.Compose:
+        key = (crop_w, crop_h)
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
+            # Imported on first use: albumentations brings cv2 (seconds), which recipe validation
+            # (it calls crop_long_side) and the eval path do not need.
+            import albumentations as A
+
+            seed = None
+            if self.seed is not None:
+                seed = int(np.random.SeedSequence([self.seed, crop_w, crop_h]).generate_state(1)[0])
+            pipeline = A.Compose(
+                [
+                    A.RandomCrop(height=crop_h, width=crop_w),
+                    A.HorizontalFlip(p=0.5),
+                    A.CLAHE(p=0.1),
+                    A.ToGray(num_output_channels=3, p=0.2),
+                    A.RandomBrightnessContrast(p=0.6),
+                ],
+                seed=seed,
+            )
+            self._pipelines[key] = pipeline
+        return pipeline
+
+    def __call__(self, image: np.ndarray | Image.Image) -> np.ndarray:
+        resized = np.asarray(resize_long_side(_as_pil(image), self.long_side))
+        height, width = resized.shape[:2]
+        crop_w, crop_h = crop_size(width, height, self.crop_long)
+        augmented = self._pipeline(crop_w, crop_h)(image=resized)["image"]
+        return _finish(augmented, self.mean, self.std)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pipelines"] = {}  # rebuilt lazily where it lands
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainTransform(long_side={self.long_side}, crop_ratio={self.crop_ratio}, crop_long={self.crop_long}, "
+            f"mean={self.mean}, std={self.std}, seed={self.seed})"
+        )
+
+
+def train_transform(
+    long_side: int,
+    crop_ratio: float,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+    seed: int | None = None,
+) -> TrainTransform:
+    """The seed's train pipeline for one stage: resize, aspect-keeping random crop, flip, CLAHE, ToGray,
+    brightness/contrast, normalise. Returns a callable ``uint8 HWC RGB -> float32 CHW``."""
+    return TrainTransform(long_side, crop_ratio, mean, std, seed=seed)
+
+
+def eval_transform(
+    long_side: int, mean: Sequence[float] | None = IMAGENET_MEAN, std: Sequence[float] | None = IMAGENET_STD
+) -> EvalTransform:
+    """The eval/inference pipeline: the seed's resize (LANCZOS) then normalise; nothing random."""
+    return EvalTransform(long_side, mean, std)
