@@ -79,7 +79,7 @@ def test_rx101_matches_the_2nd_place_table() -> None:
 
 def test_cpu_tiny() -> None:
     r = load_recipe("cpu_tiny")
-    assert (r.model, r.pretrained, r.freeze, r.amp) == ("resnet10t", None, "stem", "auto")
+    assert (r.model, r.pretrained, r.freeze, r.amp, r.optimizer.name) == ("resnet10t", None, "none", "auto", "adamw")
     assert r.validation.kind == "fraction" and r.validation.fraction == 0.25
     assert [s.long_side for s in r.stages] == [96, 128]
     assert r.eval_long_side == 128
@@ -241,7 +241,7 @@ def test_overrides() -> None:
         base, ["stages.0.lr=0.01", "amp=off", "validation.fraction=0.2", "stages.-1.epochs=1"]
     )
     assert (r.stages[0].lr, r.amp, r.validation.fraction, r.stages[1].epochs) == (0.01, "off", 0.2, 1)
-    assert base.stages[0].lr == 0.05  # the original is untouched
+    assert base.stages[0].lr == 0.003  # the original is untouched
     # Switching the kind of validation split clears the other kind.
     r = apply_overrides(base, ["validation.prefix=S2/"])
     assert r.validation.kind == "prefix" and r.validation.fraction is None

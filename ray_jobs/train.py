@@ -1,0 +1,61 @@
+"""Train a recipe's progressive-resolution stages with a Ray Train TorchTrainer (resumable).
+
+    python ray_jobs/train.py --recipe cpu_tiny --metadata train_metadata.csv --labels train_labels.csv \
+        --images-dir PREPARED_DIR --out RUN_DIR [--num-workers 2] [--use-gpu] [--set stages.0.lr=0.01]
+
+Rerunning the same command continues where it stopped: finished stages are skipped and the running
+stage restarts from its last checkpoint. Also runs as
+``ray job submit --working-dir . -- python ray_jobs/train.py ...`` on a cluster.
+"""
+
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+
+from camtrap.recipe import RecipeError, apply_overrides, load_recipe
+from camtrap.runtime import init_ray
+from camtrap.training import run_training
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", required=True, help="recipe YAML file, or a packaged name: rx50_swsl, rx101_wsl, cpu_tiny")
+    p.add_argument("--metadata", action="append", required=True, help="metadata CSV; repeatable")
+    p.add_argument("--labels", required=True, help="labels CSV (seq_id + one 0/1 column per class)")
+    p.add_argument("--images-dir", required=True, help="prepared images (the output of prepare.py) or raw images")
+    p.add_argument("--out", required=True, help="run directory: model.pt, stages/, metrics, TensorBoard logs")
+    p.add_argument("--num-workers", type=int, default=2, help="DDP workers (default 2)")
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per worker")
+    p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs reserved per worker (default: auto)")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        recipe = apply_overrides(load_recipe(args.recipe), args.set)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    init_ray(args.address)
+    summary = run_training(
+        recipe,
+        metadata=args.metadata,
+        labels=args.labels,
+        images_dir=args.images_dir,
+        out_dir=args.out,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=args.max_failures,
+    )
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Training and validation tables, and the Ray Data pipelines that decode and augment them.
+
+The table side (pandas, in the driver) joins metadata, labels and the preparation manifest, records
+every row it cannot use, and splits off validation by whole sequences. The pipeline side (Ray Data)
+reads each image, decodes it with :mod:`camtrap.imageio` and applies the stage's transform in Ray
+tasks, so CPU decoding scales apart from the training workers. Images travel to the workers as
+uint8 HWC arrays (4x smaller than float32); normalisation happens on the worker's device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from camtrap import storage
+from camtrap.classes import FILE_NAME, SEQ_ID
+from camtrap.contract import RowIssue, check_coverage, read_labels, read_metadata
+from camtrap.imageio import ImageDecodeError, decode_image
+
+log = logging.getLogger(__name__)
+
+TARGET = "target"
+IMAGE = "image"
+
+
+@dataclass
+class TrainingTable:
+    """One row per usable image: ``seq_id, file_name, target`` (target: float32 vector per class)."""
+
+    frame: pd.DataFrame
+    classes: tuple[str, ...]
+    issues: list[RowIssue] = field(default_factory=list)
+
+    def sequences(self) -> list[str]:
+        return list(dict.fromkeys(self.frame[SEQ_ID]))
+
+    def sequence_targets(self) -> tuple[list[str], np.ndarray]:
+        first = self.frame.drop_duplicates(SEQ_ID)
+        return list(first[SEQ_ID]), np.stack(first[TARGET].to_numpy()).astype(np.float32)
+
+
+def load_training_table(
+    metadata: str | Sequence[str],
+    labels: str,
+    images_dir: str,
+    classes: Sequence[str] | None = None,
+) -> TrainingTable:
+    """Join metadata and labels; drop (and record) rows that cannot be trained on.
+
+    ``classes=None`` takes the class list from the labels header. When ``images_dir`` holds a
+    preparation manifest, files that failed to prepare are dropped with the manifest's reason.
+    """
+    md = read_metadata(metadata)
+    lab = read_labels(labels, classes=classes)
+    issues: list[RowIssue] = [*md.rejected, *lab.rejected, *check_coverage(md, lab)]
+    frame = md.frame[[SEQ_ID, FILE_NAME]]
+    manifest_path = storage.join(images_dir, "manifest.parquet")
+    if storage.exists(manifest_path):
+        manifest = pd.read_parquet(manifest_path, columns=[FILE_NAME, "status", "error"])
+        bad = manifest[manifest["status"] != "ok"].set_index(FILE_NAME)["error"]
+        failed = frame[FILE_NAME].isin(bad.index)
+        for seq_id, name in frame.loc[failed, [SEQ_ID, FILE_NAME]].itertuples(index=False, name=None):
+            issues.append(RowIssue(manifest_path, None, FILE_NAME, f"not prepared: {bad[name]}", seq_id, name))
+        frame = frame[~failed]
+    targets = lab.frame.set_index(SEQ_ID)[list(lab.classes)]
+    frame = frame[frame[SEQ_ID].isin(targets.index)].reset_index(drop=True)
+    matrix = targets.loc[frame[SEQ_ID]].to_numpy(dtype=np.float32)
+    frame = frame.assign(**{TARGET: list(matrix)})
+    if frame.empty:
+        raise ValueError(f"no usable training rows: {len(issues)} problems, e.g. {issues[:3]}")
+    return TrainingTable(frame=frame, classes=lab.classes, issues=issues)
+
+
+def _stable_fraction(seq_id: str, seed: int) -> float:
+    """A per-sequence number in [0, 1) that depends only on the id and seed (not on row order)."""
+    digest = hashlib.blake2b(f"{seed}:{seq_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split_validation(table: TrainingTable, validation) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split rows into train and validation by whole sequences.
+
+    ``validation`` is a :class:`camtrap.recipe.ValidationConfig`: a ``file_name`` prefix (a season),
+    a seq_id-grouped random fraction (stable under reordering and appending rows), or explicit files.
+    A sequence never lands on both sides.
+    """
+    frame = table.frame
+    if validation.prefix is not None:
+        in_val_seq = set(frame.loc[frame[FILE_NAME].str.startswith(validation.prefix), SEQ_ID])
+        is_val = frame[SEQ_ID].isin(in_val_seq)
+    elif validation.fraction is not None:
+        seqs = pd.Series(frame[SEQ_ID].unique())
+        chosen = set(seqs[seqs.map(lambda s: _stable_fraction(s, validation.seed)) < validation.fraction])
+        is_val = frame[SEQ_ID].isin(chosen)
+    else:
+        raise ValueError("explicit validation files are loaded by the caller, not split")
+    train, val = frame[~is_val].reset_index(drop=True), frame[is_val].reset_index(drop=True)
+    if train.empty or val.empty:
+        raise ValueError(
+            f"validation split {validation} leaves {len(train)} training and {len(val)} validation rows; "
+            "both must be non-empty"
+        )
+    return train, val
+
+
+def decode_transform_batch(
+    batch: dict[str, np.ndarray], images_dir: str, transform: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` function: read, decode and transform each image of a batch.
+
+    A file that fails to decode is dropped from the batch with a warning naming it (the driver has
+    already removed files the preparation manifest marks as failed, so this is rare).
+    """
+    keep, images = [], []
+    for i, name in enumerate(batch[FILE_NAME]):
+        try:
+            img = decode_image(storage.read_bytes(storage.join(images_dir, str(name))))
+        except (ImageDecodeError, OSError) as e:
+            log.warning("skipping %s: %s", name, e)
+            continue
+        images.append(transform(np.asarray(img)))
+        keep.append(i)
+    out = {k: v[keep] for k, v in batch.items() if k != IMAGE}
+    arr = np.empty(len(images), dtype=object)
+    arr[:] = images
+    out[IMAGE] = arr
+    return out
+
+
+def image_dataset(
+    frame: pd.DataFrame,
+    images_dir: str,
+    transform: Callable[[np.ndarray], np.ndarray],
+    shuffle: bool,
+    rows_per_block: int = 64,
+    batch_size: int = 16,
+    progress_bars: bool = False,
+):
+    """A Ray Dataset of ``image`` (uint8 HWC), ``target``, ``seq_id``, ``file_name``.
+
+    ``shuffle`` randomises the row order every time the dataset is iterated (every epoch), on the
+    small metadata table before any image is read.
+    """
+    import ray
+
+    cols = frame[[SEQ_ID, FILE_NAME, TARGET]].reset_index(drop=True)
+    n_blocks = max(1, int(np.ceil(len(cols) / rows_per_block)))
+    bounds = np.linspace(0, len(cols), n_blocks + 1).astype(int)
+    blocks = [cols.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    ds = ray.data.from_pandas(blocks)
+    if shuffle:
+        ds = ds.random_shuffle()
+    ds = ds.map_batches(
+        decode_transform_batch,
+        fn_kwargs={"images_dir": images_dir, "transform": transform},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.TaskPoolStrategy(),
+        num_cpus=1,
+    )
+    # Training prints one line per epoch; per-worker, per-epoch bars would drown it.
+    ds.context.enable_progress_bars = progress_bars
+    return ds
