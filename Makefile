@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_run
-DEMO_SEQUENCES ?= 240
+DEMO_SEQUENCES ?= 480
 export NO_ALBUMENTATIONS_UPDATE := 1
+export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.5
 
 .PHONY: install test demo bench lint clean
 
@@ -26,6 +27,9 @@ demo: install
 	$(PY) ray_jobs/prepare.py --metadata $(DEMO_DIR)/data/train_metadata.csv \
 		--metadata $(DEMO_DIR)/data/test_metadata.csv \
 		--images-dir $(DEMO_DIR)/data/images --out $(DEMO_DIR)/prepared --long-side 512
+	$(PY) ray_jobs/train.py --recipe cpu_tiny --metadata $(DEMO_DIR)/data/train_metadata.csv \
+		--labels $(DEMO_DIR)/data/train_labels.csv --images-dir $(DEMO_DIR)/prepared \
+		--out $(DEMO_DIR)/run --num-workers 2
 
 bench: install
 	$(PY) ray_jobs/bench.py all --out bench.json
