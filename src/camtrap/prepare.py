@@ -228,7 +228,10 @@ def prepare_images(
 
     if len(todo):
         todo = todo.reset_index(drop=True)
-        bounds = np.linspace(0, len(todo), max(1, math.ceil(len(todo) / rows_per_task)) + 1).astype(int)
+        # At least two blocks per CPU, so the last blocks do not leave CPUs idle on small jobs.
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        num_blocks = max(math.ceil(len(todo) / rows_per_task), min(len(todo), 2 * cpus))
+        bounds = np.linspace(0, len(todo), num_blocks + 1).astype(int)
         blocks = [todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         ds = ray.data.from_pandas(blocks).map_batches(
             prepare_block,
@@ -237,6 +240,9 @@ def prepare_images(
             num_cpus=1,
             fn_kwargs={"images_dir": str(images_dir), "out_dir": out_dir, "settings": settings},
         )
+        # One operator whose outputs are a few hundred bytes per image: Ray Data's per-operator
+        # resource reservation only held tasks back here (bench: 1.37x -> 1.54x the single loop).
+        ds.context.op_resource_reservation_enabled = False
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                 log.append(batch)
