@@ -250,3 +250,35 @@ __all__ = [
     "train_mode",
     "unwrap_model",
 ]
+
+
+def forward_by_shape(model: nn.Module, images: Sequence, norm, flip: bool = False, autocast=None):
+    """Sigmoid probabilities ``(n, views, classes)`` for uint8 HWC images of possibly different sizes.
+
+    Images of equal size are forwarded together, so no prediction sees padding or depends on what
+    else is in the batch; ``flip`` adds the horizontal flip as a second view (the seed's TTA).
+    ``norm`` is an :class:`camtrap.augment.DeviceNormalizer`; ``autocast`` a context-manager factory.
+    """
+    import contextlib
+
+    import numpy as np
+
+    autocast = autocast or contextlib.nullcontext
+    views = 2 if flip else 1
+    out = None
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(tuple(im.shape), []).append(i)
+    with torch.no_grad():
+        for idx in groups.values():
+            x = norm(np.stack([images[i] for i in idx]))
+            if flip:
+                x = torch.cat([x, torch.flip(x, dims=(3,))])
+            with autocast():
+                p = torch.sigmoid(model(x).float()).cpu().numpy()
+            if out is None:
+                out = np.empty((len(images), views, p.shape[1]), dtype=np.float32)
+            n = len(idx)
+            for v in range(views):
+                out[idx, v] = p[v * n : (v + 1) * n]
+    return out if out is not None else np.empty((0, views, 0), np.float32)

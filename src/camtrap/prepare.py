@@ -16,11 +16,8 @@ Design, from what costs time on Ray here (see ``shared/reference/ray-2.60-notes.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -31,6 +28,7 @@ from camtrap import storage
 from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import LINE, SOURCE, Metadata, read_metadata
 from camtrap.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_jpeg, load_resized
+from camtrap.resume import PartLog
 
 STATE_DIR = "_prepare_state"
 MANIFEST = "manifest.parquet"
@@ -103,60 +101,6 @@ def prepare_block(batch: pd.DataFrame, images_dir: str, out_dir: str, settings: 
     return out[RESULT_COLUMNS]
 
 
-class _StateLog:
-    """Append-only result log under ``OUT/_prepare_state``; the basis of resume."""
-
-    def __init__(self, out_dir: str):
-        self.dir = storage.join(out_dir, STATE_DIR)
-        storage.makedirs(self.dir)
-        self._buffer: list[pd.DataFrame] = []
-        self._rows = 0
-        self._last_flush = time.monotonic()
-
-    def check_settings(self, settings: PrepareSettings, overwrite: bool) -> None:
-        """Refuse to mix outputs made with other settings, unless the caller overwrites."""
-        path = storage.join(self.dir, "settings.json")
-        if overwrite:
-            fs, inner = storage.get_fs(self.dir)
-            for part in fs.glob(inner.rstrip("/") + "/part-*.parquet"):
-                fs.rm(part)
-        elif storage.exists(path):
-            old = json.loads(storage.read_bytes(path))
-            if old != asdict(settings):
-                raise ValueError(
-                    f"{path}: this output folder was prepared with {old}, not {asdict(settings)}; "
-                    "rerun with --overwrite to redo it, or choose another --out"
-                )
-        storage.write_bytes_atomic(path, json.dumps(asdict(settings), sort_keys=True).encode())
-
-    def read(self) -> pd.DataFrame:
-        fs, inner = storage.get_fs(self.dir)
-        parts = sorted(fs.glob(inner.rstrip("/") + "/part-*.parquet"))
-        if not parts:
-            return pd.DataFrame(columns=RESULT_COLUMNS)
-        frames = [pd.read_parquet(storage.join(self.dir, os.path.basename(p))) for p in parts]
-        log = pd.concat(frames, ignore_index=True)
-        # Later records win: a file that failed once and succeeded on a rerun counts as ok.
-        return log.drop_duplicates(FILE_NAME, keep="last")
-
-    def append(self, records: pd.DataFrame, flush_rows: int = 2048, flush_seconds: float = 20.0) -> None:
-        self._buffer.append(records)
-        self._rows += len(records)
-        if self._rows >= flush_rows or time.monotonic() - self._last_flush > flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        frame = pd.concat(self._buffer, ignore_index=True)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        fs, inner = storage.get_fs(self.dir)
-        tmp = storage.join(self.dir, "." + name)
-        frame.to_parquet(tmp, index=False)
-        fs.mv(storage.get_fs(tmp)[1], inner.rstrip("/") + "/" + name)
-        self._buffer, self._rows, self._last_flush = [], 0, time.monotonic()
-
-
 def _existing_outputs(out_dir: str) -> set[str]:
     """Relative paths of every file already under ``out_dir`` (one listing, not one call per file)."""
     fs, inner = storage.get_fs(out_dir)
@@ -216,8 +160,8 @@ def prepare_images(
     metadata = read_metadata(metadata_paths)
     out_dir = str(out_dir)
     storage.makedirs(out_dir)
-    log = _StateLog(out_dir)
-    log.check_settings(settings, overwrite)
+    log = PartLog(storage.join(out_dir, STATE_DIR), key=FILE_NAME, columns=RESULT_COLUMNS)
+    log.pin_settings(asdict(settings), overwrite, what="this output folder")
 
     done = log.read()
     done = done[done["status"] == STATUS_OK]

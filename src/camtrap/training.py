@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -86,22 +87,6 @@ def pad_batch(images: Sequence[np.ndarray], fill: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict_by_shape(model: torch.nn.Module, images: Sequence[np.ndarray], norm: DeviceNormalizer, autocast) -> np.ndarray:
-    """Sigmoid probabilities, forwarding images of equal size together so no prediction sees padding."""
-    out = np.empty((len(images), 0), dtype=np.float32)
-    by_shape: dict[tuple, list[int]] = {}
-    for i, im in enumerate(images):
-        by_shape.setdefault(im.shape, []).append(i)
-    for idx in by_shape.values():
-        x = norm(np.stack([images[i] for i in idx]))
-        with autocast():
-            p = torch.sigmoid(model(x).float()).cpu().numpy()
-        if out.shape[1] == 0:
-            out = np.empty((len(images), p.shape[1]), dtype=np.float32)
-        out[idx] = p
-    return out
-
-
 def create_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     """The recipe's optimizer over ``params`` (the trainable ones) at the stage's base LR."""
     if cfg.name == "adamw":
@@ -146,14 +131,14 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from camtrap.models import create_classifier, init_head_bias, train_mode
+    from camtrap.models import create_classifier, forward_by_shape, init_head_bias, train_mode
     from camtrap.recipe import Recipe, StageConfig
     from camtrap.schedule import build_scheduler
 
     recipe = Recipe.model_validate(config["recipe"])
     stage = StageConfig.model_validate(config["stage"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     torch.set_num_threads(config["torch_threads"])
     torch.manual_seed(recipe.seed + rank)
     device = ray.train.torch.get_device()
@@ -220,14 +205,16 @@ def train_loop_per_worker(config: dict) -> None:
         rows = []
         with torch.no_grad():
             for batch in val_shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-                probs = predict_by_shape(unwrapped, list(batch[IMAGE]), norm, autocast)
+                probs = forward_by_shape(unwrapped, list(batch[IMAGE]), norm, autocast=autocast)[:, 0]
                 rows.append((list(batch[SEQ_ID]), probs, np.stack(batch[TARGET])))
         gathered = [r for part in _gather(rows) for r in part]
         totals = _gather((loss_sum, seen, train_seconds))
         metrics = _epoch_metrics(gathered, totals, config, lr, epoch, stage.name)
         history.append(metrics)
         if rank == 0:
-            print(_format_epoch(metrics, stage.epochs), flush=True)
+            # Straight to the process's stdout: Train V2 routes a plain print() through the root
+            # logger, which showed every epoch line twice in the driver's output.
+            print(_format_epoch(metrics, stage.epochs), file=sys.__stdout__, flush=True)
             with tempfile.TemporaryDirectory() as d:
                 torch.save(
                     {
@@ -464,22 +451,8 @@ def run_training(
         prev_best = best_path
 
     final = read_state_file(prev_best)
-    storage.write_bytes_atomic(
-        summary.model_path,
-        state_to_bytes(
-            {
-                "format": MODEL_FORMAT,
-                "model": final["model"],
-                "recipe": recipe.model_dump(mode="json"),
-                "classes": classes,
-                "priors": priors.tolist(),
-                "inference_long_side": recipe.eval_long_side,
-                "mean": list(mean),
-                "std": list(std),
-                "metrics": final["metrics"],
-            }
-        ),
-    )
+    save_model_file(summary.model_path, final["model"], recipe.model_dump(mode="json"), classes, priors,
+                    recipe.eval_long_side, mean, std, final["metrics"])
     _write_history(out_dir, all_history)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -500,6 +473,36 @@ def _write_history(out_dir: str, history: list[dict]) -> None:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     writer.add_scalar(f"{key}", value, step)
                     writer.add_scalar(f"{row['stage']}/{key}", value, row["epoch"])
+
+
+def save_model_file(
+    path: str,
+    weights: dict,
+    recipe: dict,
+    classes: Sequence[str],
+    priors: Sequence[float],
+    inference_long_side: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    metrics: dict | None = None,
+) -> None:
+    """Write a self-contained ``model.pt``: everything scoring needs, loadable with ``weights_only``."""
+    storage.write_bytes_atomic(
+        path,
+        state_to_bytes(
+            {
+                "format": MODEL_FORMAT,
+                "model": weights,
+                "recipe": dict(recipe),
+                "classes": list(classes),
+                "priors": [float(p) for p in priors],
+                "inference_long_side": int(inference_long_side),
+                "mean": [float(m) for m in mean],
+                "std": [float(x) for x in std],
+                "metrics": dict(metrics or {}),
+            }
+        ),
+    )
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -1,0 +1,49 @@
+"""Score a season with Ray Data: flip TTA, geometric means within sequences and across models.
+
+    python ray_jobs/predict.py --model RUN_DIR/model.pt [--model OTHER/model.pt ...] \
+        --metadata test_metadata.csv --images-dir DIR --out submission.csv \
+        [--submission-format submission_format.csv] [--work-dir DIR] [--aggregate gmean|mean|empty-gmean]
+
+Rerunning with the same work dir resumes: images already scored are not scored again.
+"""
+
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+
+from camtrap.runtime import init_ray
+from camtrap.scoring import predict
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="model.pt written by train.py; repeat for an ensemble")
+    p.add_argument("--metadata", action="append", required=True, help="metadata CSV (seq_id,file_name); repeatable")
+    p.add_argument("--images-dir", required=True, help="raw or prepared images, folder or URI")
+    p.add_argument("--out", required=True, help="submission CSV to write")
+    p.add_argument("--submission-format", default=None, help="row and column order of the submission")
+    p.add_argument("--work-dir", default=None, help="per-image predictions (Parquet parts); default OUT_work/")
+    p.add_argument("--aggregate", choices=["gmean", "mean", "empty-gmean"], default="gmean",
+                   help="within a sequence and across models (default gmean, the 2nd place's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per model actor")
+    p.add_argument("--actors-per-model", type=int, default=1, help="actor pool size per model")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    init_ray(args.address)
+    summary, _ = predict(
+        args.model, args.metadata, args.images_dir, args.out,
+        submission_format=args.submission_format, work_dir=args.work_dir, how=args.aggregate,
+        batch_size=args.batch_size, use_gpu=args.use_gpu, actors_per_model=args.actors_per_model,
+    )
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""An append-only log of result rows, written as Parquet parts while a job runs: the basis of resume.
+
+Preparation and scoring both stream results back to the driver block by block. Each flushed part is
+written under a temporary name and renamed, so a job killed at any moment leaves only whole parts;
+rerunning reads the parts, skips what they record, and appends the rest. The settings that determine
+the results are pinned beside the parts so a rerun with other settings cannot mix outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+
+import pandas as pd
+
+from camtrap import storage
+
+
+class PartLog:
+    """Parquet parts ``part-<time>-<id>.parquet`` under ``directory``; later rows win per key."""
+
+    def __init__(self, directory: str, key: str, columns: Sequence[str]):
+        self.dir = str(directory)
+        self.key = key
+        self.columns = list(columns)
+        storage.makedirs(self.dir)
+        self._buffer: list[pd.DataFrame] = []
+        self._rows = 0
+        self._last_flush = time.monotonic()
+
+    def _parts(self) -> list[str]:
+        fs, inner = storage.get_fs(self.dir)
+        return sorted(fs.glob(inner.rstrip("/") + "/part-*.parquet"))
+
+    def pin_settings(self, settings: dict, overwrite: bool, what: str = "this output folder") -> None:
+        """Refuse to mix results made with other settings; ``overwrite`` clears the parts instead."""
+        path = storage.join(self.dir, "settings.json")
+        if overwrite:
+            fs, _ = storage.get_fs(self.dir)
+            for part in self._parts():
+                fs.rm(part)
+        elif storage.exists(path):
+            old = json.loads(storage.read_bytes(path))
+            if old != json.loads(json.dumps(settings)):
+                raise ValueError(
+                    f"{path}: {what} was made with {old}, not {settings}; "
+                    "rerun with --overwrite to redo it, or choose another output"
+                )
+        storage.write_bytes_atomic(path, json.dumps(settings, sort_keys=True).encode())
+
+    def read(self) -> pd.DataFrame:
+        parts = self._parts()
+        if not parts:
+            return pd.DataFrame(columns=self.columns)
+        frames = [pd.read_parquet(storage.join(self.dir, os.path.basename(p))) for p in parts]
+        # Later records win: a file that failed once and succeeded on a rerun counts as done.
+        return pd.concat(frames, ignore_index=True).drop_duplicates(self.key, keep="last")
+
+    def append(self, records: pd.DataFrame, flush_rows: int = 2048, flush_seconds: float = 20.0) -> None:
+        self._buffer.append(records)
+        self._rows += len(records)
+        if self._rows >= flush_rows or time.monotonic() - self._last_flush > flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        frame = pd.concat(self._buffer, ignore_index=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        fs, inner = storage.get_fs(self.dir)
+        tmp = storage.join(self.dir, "." + name)
+        frame.to_parquet(tmp, index=False)
+        fs.mv(storage.get_fs(tmp)[1], inner.rstrip("/") + "/" + name)
+        self._buffer, self._rows, self._last_flush = [], 0, time.monotonic()
