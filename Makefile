@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_run
 DEMO_SEQUENCES ?= 480
+DEMO_SPECIES ?= zebra,elephant,giraffe
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.5
 
@@ -23,13 +24,19 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) ray_jobs/make_demo_data.py --out $(DEMO_DIR)/data --sequences $(DEMO_SEQUENCES) --seed 0
+	$(PY) ray_jobs/make_demo_data.py --out $(DEMO_DIR)/data --sequences $(DEMO_SEQUENCES) --seed 0 \
+		--species $(DEMO_SPECIES)
 	$(PY) ray_jobs/prepare.py --metadata $(DEMO_DIR)/data/train_metadata.csv \
 		--metadata $(DEMO_DIR)/data/test_metadata.csv \
 		--images-dir $(DEMO_DIR)/data/images --out $(DEMO_DIR)/prepared --long-side 512
 	$(PY) ray_jobs/train.py --recipe cpu_tiny --metadata $(DEMO_DIR)/data/train_metadata.csv \
 		--labels $(DEMO_DIR)/data/train_labels.csv --images-dir $(DEMO_DIR)/prepared \
-		--out $(DEMO_DIR)/run --num-workers 2
+		--out $(DEMO_DIR)/run --num-workers 2 --set stages.0.epochs=6 --set stages.1.epochs=5
+	$(PY) ray_jobs/predict.py --model $(DEMO_DIR)/run/model.pt --metadata $(DEMO_DIR)/data/test_metadata.csv \
+		--images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/submission.csv \
+		--submission-format $(DEMO_DIR)/data/submission_format.csv
+	$(PY) ray_jobs/evaluate.py --submission $(DEMO_DIR)/submission.csv --labels $(DEMO_DIR)/data/test_labels.csv \
+		--report-dir $(DEMO_DIR)/report --prior-baseline $(DEMO_DIR)/run/model.pt
 
 bench: install
 	$(PY) ray_jobs/bench.py all --out bench.json
