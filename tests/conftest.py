@@ -25,9 +25,9 @@ def real_dir() -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """One in-process Ray (2 CPUs) per test session; started once because each start costs ~5 s."""
-    from camtrap.runtime import init_ray
-
     import ray
+
+    from camtrap.runtime import init_ray
 
     init_ray(num_cpus=2)
     yield ray

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from jobs import load_job
 
 from camtrap.contract import ContractError
 from camtrap.evaluate import evaluate_submission
@@ -18,13 +17,6 @@ from camtrap.evaluate import evaluate_submission
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["empty", "zebra", "wildebeest", "gazellethomsons", "lionfemale", "buffalo"]
 
-
-def load_job(name: str):
-    sys.path.insert(0, str(REPO / "ray_jobs"))
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "ray_jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_case(n: int = 40, seed: int = 0):

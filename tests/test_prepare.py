@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 from pathlib import Path
@@ -10,25 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from jobs import load_job
 from PIL import Image, ImageOps
+from test_imageio import bomb_png
 
 from camtrap.imageio import resize_dims
 from camtrap.prepare import PrepareSettings, prepare_images, prepare_one
-from test_imageio import bomb_png
 
 pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "ray_jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.path.insert(0, str(REPO / "ray_jobs"))
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def pil_reference(path: Path, long_side: int) -> np.ndarray:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from jobs import load_job
 from scipy.stats import gmean
 
 from camtrap.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -35,13 +34,6 @@ SEQUENCES = {
     "broken": ["images/edge_cases/error_img.JPG", "images/nope/missing.jpg"],
 }
 
-
-def load_job(name: str):
-    sys.path.insert(0, str(REPO / "ray_jobs"))
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "ray_jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")

@@ -47,3 +47,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if quiet:
         kwargs["logging_level"] = logging.WARNING
     return ray.init(**kwargs)
+
+
+def cpus_per_actor(num_actors: int, use_gpu: bool, reserve: float = 0.0) -> float:
+    """CPUs for each of ``num_actors`` long-lived actors (training workers, model actors).
+
+    Leaves one whole CPU (plus ``reserve``) free for the Ray Data tasks that feed them: if actors held
+    every CPU, the decode tasks would never be scheduled and the job would hang forever. On GPU
+    nodes each actor takes one CPU beside its GPU.
+    """
+    import ray
+
+    if use_gpu:
+        return 1.0
+    total = ray.cluster_resources().get("CPU", 1.0)
+    return max(0.25, min(1.0, (total - 1.0 - reserve) / max(num_actors, 1)))

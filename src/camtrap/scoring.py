@@ -35,6 +35,7 @@ from camtrap.imageio import ImageDecodeError, load_resized, resize_long_side
 from camtrap.metrics import Aggregate, aggregate, aggregate_by_sequence
 from camtrap.models import forward_by_shape
 from camtrap.resume import PartLog
+from camtrap.runtime import cpus_per_actor
 
 PREPARE_LONG_SIDE = 512
 PARTS_DIR = "predictions"
@@ -131,16 +132,6 @@ def model_metadata(paths: Sequence[str]) -> list[dict]:
     return metas
 
 
-def default_actor_cpus(num_models: int, use_gpu: bool) -> float:
-    """CPUs per model actor, leaving at least one CPU to the decode tasks (else the job deadlocks)."""
-    import ray
-
-    if use_gpu:
-        return 1.0
-    total = ray.cluster_resources().get("CPU", 1.0)
-    return max(0.25, min(1.0, (total - 1.0) / max(num_models, 1)))
-
-
 def score_images(
     model_paths: Sequence[str],
     frame: pd.DataFrame,
@@ -158,7 +149,7 @@ def score_images(
     todo = frame.loc[~frame[FILE_NAME].isin(done), [FILE_NAME, SEQ_ID]].reset_index(drop=True)
     if todo.empty:
         return 0
-    cpus = default_actor_cpus(len(model_paths), use_gpu)
+    cpus = cpus_per_actor(len(model_paths), use_gpu)
     n_blocks = max(math.ceil(len(todo) / rows_per_block), 1)
     bounds = np.linspace(0, len(todo), n_blocks + 1).astype(int)
     ds = ray.data.from_pandas([todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a])

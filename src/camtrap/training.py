@@ -39,6 +39,7 @@ from camtrap.classes import EMPTY, SEQ_ID
 from camtrap.contract import issues_frame
 from camtrap.data import IMAGE, TARGET, TrainingTable, image_dataset, load_training_table, split_validation
 from camtrap.metrics import aggregate_by_sequence, class_priors, competition_loss
+from camtrap.runtime import cpus_per_actor
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
@@ -311,20 +312,6 @@ class TrainSummary:
         return "\n".join(lines)
 
 
-def default_cpus_per_worker(num_workers: int, use_gpu: bool) -> float:
-    """CPUs reserved per training worker, leaving at least one CPU to the Ray Data pipeline.
-
-    On a 2-CPU machine with 2 workers that is 0.5 each: if training workers held every CPU, the
-    decode/augment tasks would never be scheduled and the run would hang.
-    """
-    import ray
-
-    if use_gpu:
-        return 1.0
-    total = ray.cluster_resources().get("CPU", 1.0)
-    return max(0.25, min(1.0, (total - 1.0) / max(num_workers, 1)))
-
-
 def run_training(
     recipe,
     metadata: str | Sequence[str],
@@ -336,8 +323,13 @@ def run_training(
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
     storage_path: str | None = None,
+    callbacks: Sequence | None = None,
 ) -> TrainSummary:
-    """Run every stage of ``recipe``; rerunning the same call resumes where it stopped."""
+    """Run every stage of ``recipe``; rerunning the same call resumes where it stopped.
+
+    ``callbacks`` go to every stage's ``RunConfig`` (a Tune trial passes ``TuneReportCallback`` so
+    each epoch's report reaches Tune and ASHA can stop a weak trial).
+    """
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -370,7 +362,7 @@ def run_training(
     mean, std = model_normalization(probe)
     del probe
 
-    cpus = cpus_per_worker or default_cpus_per_worker(num_workers, use_gpu)
+    cpus = cpus_per_worker or cpus_per_actor(num_workers, use_gpu)
     threads = max(1, int(round(cpus))) if not use_gpu else max(1, int(cpus))
     storage_path = storage_path or storage.join(out_dir, "ray_results")
     summary = TrainSummary(run_dir=out_dir, model_path=storage.join(out_dir, MODEL_FILE),
@@ -427,6 +419,7 @@ def run_training(
                     checkpoint_score_order="min",
                 ),
                 failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                callbacks=list(callbacks or []),
             ),
             datasets=datasets,
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
