@@ -383,26 +383,28 @@ def available_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def resolve_recipe_path(path_or_name: str | Path) -> Path:
-    """A path to a YAML file, or a bare packaged name (``"cpu_tiny"``) -> its file."""
+def resolve_yaml_path(path_or_name: str | Path, folder: Path, kind: str, label: str) -> Path:
+    """A path to a YAML file, or a bare name of one in ``folder`` -> its file.
+
+    Shared by recipes (``packaged`` in ``camtrap/recipes``) and tune spaces (``shipped`` in
+    ``tune_spaces/``), so both accept and refuse the same things with the same messages.
+    """
     text = str(path_or_name)
     path = Path(text)
     looks_like_path = path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text or path.exists()
     if looks_like_path:
         if not path.is_file():
-            raise RecipeError(f"{text}: recipe file not found")
+            raise RecipeError(f"{text}: {kind} file not found")
         return path
-    packaged = RECIPES_DIR / f"{text}.yaml"
-    if not packaged.is_file():
-        raise RecipeError(
-            f"{text}: no such recipe file, and not a packaged recipe name (packaged: {', '.join(available_recipes())})"
-        )
-    return packaged
+    named = folder / f"{text}.yaml"
+    if not named.is_file():
+        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+        raise RecipeError(f"{text}: no such {kind} file, and not a {label} name in {folder} ({label}: {names})")
+    return named
 
 
-def load_recipe(path_or_name: str | Path) -> Recipe:
-    """Read and validate a recipe from a YAML file or a packaged name; :class:`RecipeError` if invalid."""
-    path = resolve_recipe_path(path_or_name)
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a config file; :class:`RecipeError` naming the file if unreadable or empty."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -411,7 +413,18 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
         raise RecipeError(f"{path}: cannot read: {e}") from None
     if data is None:
         raise RecipeError(f"{path}: the file is empty")
-    return Recipe.from_dict(data, source=str(path))
+    return data
+
+
+def resolve_recipe_path(path_or_name: str | Path) -> Path:
+    """A path to a YAML file, or a bare packaged name (``"cpu_tiny"``) -> its file."""
+    return resolve_yaml_path(path_or_name, RECIPES_DIR, "recipe", "packaged")
+
+
+def load_recipe(path_or_name: str | Path) -> Recipe:
+    """Read and validate a recipe from a YAML file or a packaged name; :class:`RecipeError` if invalid."""
+    path = resolve_recipe_path(path_or_name)
+    return Recipe.from_dict(read_yaml(path), source=str(path))
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> Path:

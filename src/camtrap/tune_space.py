@@ -21,7 +21,6 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,7 +30,14 @@ from pydantic import (
     field_validator,
 )
 
-from camtrap.recipe import _SAFE_NAME, Recipe, RecipeError, format_validation_error
+from camtrap.recipe import (
+    _SAFE_NAME,
+    Recipe,
+    RecipeError,
+    format_validation_error,
+    read_yaml,
+    resolve_yaml_path,
+)
 
 #: Folder of the shipped search spaces (``load_tune_space("cpu_smoke")``), at the repository's top level.
 TUNE_SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
@@ -261,34 +267,13 @@ def available_tune_spaces() -> list[str]:
 
 def resolve_tune_space_path(path_or_name: str | Path) -> Path:
     """A path to a YAML file, or a bare shipped name (``"cpu_smoke"``) -> its file."""
-    text = str(path_or_name)
-    path = Path(text)
-    looks_like_path = path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text or path.exists()
-    if looks_like_path:
-        if not path.is_file():
-            raise RecipeError(f"{text}: tune space file not found")
-        return path
-    shipped = TUNE_SPACES_DIR / f"{text}.yaml"
-    if not shipped.is_file():
-        raise RecipeError(
-            f"{text}: no such tune space file, and not a shipped name in {TUNE_SPACES_DIR} "
-            f"(shipped: {', '.join(available_tune_spaces()) or 'none'})"
-        )
-    return shipped
+    return resolve_yaml_path(path_or_name, TUNE_SPACES_DIR, "tune space", "shipped")
 
 
 def load_tune_space(path_or_name: str | Path) -> TuneSpace:
     """Read and validate a search space from a YAML file or a shipped name; :class:`RecipeError` if invalid."""
     path = resolve_tune_space_path(path_or_name)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read: {e}") from None
-    if data is None:
-        raise RecipeError(f"{path}: the file is empty")
-    return TuneSpace.from_dict(data, source=str(path))
+    return TuneSpace.from_dict(read_yaml(path), source=str(path))
 
 
 # --------------------------------------------------------------------------------------------- Ray Tune
