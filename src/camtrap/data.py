@@ -21,6 +21,7 @@ from camtrap import storage
 from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import RowIssue, check_coverage, read_labels, read_metadata
 from camtrap.imageio import ImageDecodeError, decode_image
+from camtrap.runtime import frame_dataset
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,7 @@ def image_dataset(
     """
     import ray
 
-    cols = frame[[SEQ_ID, FILE_NAME, TARGET]].reset_index(drop=True)
-    n_blocks = max(1, int(np.ceil(len(cols) / rows_per_block)))
-    bounds = np.linspace(0, len(cols), n_blocks + 1).astype(int)
-    blocks = [cols.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    ds = ray.data.from_pandas(blocks)
+    ds = frame_dataset(frame[[SEQ_ID, FILE_NAME, TARGET]], rows_per_block)
     if shuffle:
         ds = ds.random_shuffle()
     ds = ds.map_batches(

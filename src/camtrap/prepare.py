@@ -16,12 +16,10 @@ Design, from what costs time on Ray here (see ``shared/reference/ray-2.60-notes.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 
 from camtrap import storage
@@ -29,6 +27,7 @@ from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import LINE, SOURCE, Metadata, read_metadata
 from camtrap.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_jpeg, load_resized
 from camtrap.resume import PartLog
+from camtrap.runtime import frame_dataset
 
 STATE_DIR = "_prepare_state"
 MANIFEST = "manifest.parquet"
@@ -171,13 +170,9 @@ def prepare_images(
     todo = metadata.frame.loc[~metadata.frame[FILE_NAME].isin(set(done[FILE_NAME])), [FILE_NAME, SEQ_ID]]
 
     if len(todo):
-        todo = todo.reset_index(drop=True)
         # At least two blocks per CPU, so the last blocks do not leave CPUs idle on small jobs.
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        num_blocks = max(math.ceil(len(todo) / rows_per_task), min(len(todo), 2 * cpus))
-        bounds = np.linspace(0, len(todo), num_blocks + 1).astype(int)
-        blocks = [todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        ds = ray.data.from_pandas(blocks).map_batches(
+        ds = frame_dataset(todo, rows_per_task, min_blocks=2 * cpus).map_batches(
             prepare_block,
             batch_size=None,
             batch_format="pandas",

@@ -62,3 +62,21 @@ def cpus_per_actor(num_actors: int, use_gpu: bool, reserve: float = 0.0) -> floa
         return 1.0
     total = ray.cluster_resources().get("CPU", 1.0)
     return max(0.25, min(1.0, (total - 1.0 - reserve) / max(num_actors, 1)))
+
+
+def frame_dataset(frame, rows_per_block: int, min_blocks: int = 1):
+    """A Ray Dataset of a pandas frame split into even blocks of at most ``rows_per_block`` rows.
+
+    Every job here hands Ray Data a small table (file names, sequence ids) whose rows are expensive
+    (an image each): the block, not the row, is the unit of a task, so its size is chosen here.
+    ``min_blocks`` keeps small jobs from leaving CPUs idle (never more blocks than rows).
+    """
+    import math
+
+    import numpy as np
+    import ray
+
+    frame = frame.reset_index(drop=True)
+    n_blocks = max(math.ceil(len(frame) / rows_per_block), min(len(frame), min_blocks), 1)
+    bounds = np.linspace(0, len(frame), n_blocks + 1).astype(int)
+    return ray.data.from_pandas([frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a])

@@ -17,7 +17,6 @@ The pipeline, as the 2nd-place solution scored a season:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from camtrap.imageio import ImageDecodeError, load_resized, resize_long_side
 from camtrap.metrics import Aggregate, aggregate, aggregate_by_sequence
 from camtrap.models import forward_by_shape
 from camtrap.resume import PartLog
-from camtrap.runtime import cpus_per_actor
+from camtrap.runtime import cpus_per_actor, frame_dataset
 
 PREPARE_LONG_SIDE = 512
 PARTS_DIR = "predictions"
@@ -150,9 +149,7 @@ def score_images(
     if todo.empty:
         return 0
     cpus = cpus_per_actor(len(model_paths), use_gpu)
-    n_blocks = max(math.ceil(len(todo) / rows_per_block), 1)
-    bounds = np.linspace(0, len(todo), n_blocks + 1).astype(int)
-    ds = ray.data.from_pandas([todo.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+    ds = frame_dataset(todo, rows_per_block)
     ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=1)
     for i, path in enumerate(model_paths):
