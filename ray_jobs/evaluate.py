@@ -16,7 +16,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from camtrap.contract import ContractError
+from camtrap.errors import exits_on_input_error
 from camtrap.evaluate import evaluate_submission, format_report, prior_baseline, write_report
 
 
@@ -33,13 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        result = evaluate_submission(args.submission, args.labels)
-    except ContractError as e:
-        print(f"evaluate: invalid input: {e}", file=sys.stderr)
-        return 2
+    result = evaluate_submission(args.submission, args.labels)
     if args.report_dir:
         for path in write_report(result, args.report_dir):
             print(f"wrote {path}")

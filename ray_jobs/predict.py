@@ -12,6 +12,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap.errors import exits_on_input_error
 from camtrap.runtime import init_ray
 from camtrap.scoring import predict
 
@@ -28,11 +29,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="within a sequence and across models (default gmean, the 2nd place's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per model actor")
+    p.add_argument("--rows-per-task", type=int, default=64,
+                   help="images per decode task; also how often results are saved for resume (default 64)")
     p.add_argument("--actors-per-model", type=int, default=1, help="actor pool size per model")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     return p.parse_args(argv)
 
 
+@exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     init_ray(args.address)
@@ -40,7 +44,11 @@ def main(argv=None) -> int:
         args.model, args.metadata, args.images_dir, args.out,
         submission_format=args.submission_format, work_dir=args.work_dir, how=args.aggregate,
         batch_size=args.batch_size, use_gpu=args.use_gpu, actors_per_model=args.actors_per_model,
+        rows_per_task=args.rows_per_task,
     )
+    if summary.processed == 0:
+        print("predict: nothing to score, every image is already scored; the submission was rewritten from "
+              "the saved results")
     print(summary)
     return 0
 

@@ -9,6 +9,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap.errors import exits_on_input_error
 from camtrap.imageio import DEFAULT_MAX_PIXELS
 from camtrap.prepare import PrepareSettings, prepare_images
 from camtrap.runtime import init_ray
@@ -29,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     init_ray(args.address)
@@ -41,8 +43,9 @@ def main(argv=None) -> int:
         print(f"  error: {msg}")
     if len(errors) > 10:
         print(f"  ... {len(errors) - 10} more errors in {summary.manifest}")
-    if summary.processed == 0:
-        print("prepare: nothing to do, every file is already prepared (use --overwrite to redo)")
+    if summary.processed == summary.retried:
+        print(f"prepare: nothing new to do: every file was already prepared, and the {summary.retried} files that "
+              "failed before were retried (use --overwrite to redo all)")
     print(summary)
     return 1 if (args.fail_on_error and summary.errors) else 0
 

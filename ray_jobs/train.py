@@ -13,7 +13,8 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from camtrap.recipe import RecipeError, apply_overrides, load_recipe
+from camtrap.errors import exits_on_input_error
+from camtrap.recipe import apply_overrides, load_recipe
 from camtrap.runtime import init_ray
 from camtrap.training import run_training
 
@@ -29,18 +30,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per worker")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs reserved per worker (default: auto)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear RUN_DIR's stages, checkpoints and model and train from scratch")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     return p.parse_args(argv)
 
 
+@exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        recipe = apply_overrides(load_recipe(args.recipe), args.set)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = apply_overrides(load_recipe(args.recipe), args.set)
     init_ray(args.address)
     summary = run_training(
         recipe,
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
         use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker,
         max_failures=args.max_failures,
+        overwrite=args.overwrite,
     )
     print(summary)
     return 0

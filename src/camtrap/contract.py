@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from camtrap.classes import COMPETITION_CLASSES, DATETIME, FILE_NAME, SEQ_ID, classes_from_header
+from camtrap.errors import InputError
 
 #: Column holding the metadata file a row came from, and its line there.
 SOURCE = "source"
@@ -65,7 +66,7 @@ class RowIssue:
         }
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """A CSV breaks the contract; the message lists every problem found (file, line, column, reason)."""
 
     def __init__(self, issues: Sequence[RowIssue] | str):

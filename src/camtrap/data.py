@@ -20,6 +20,7 @@ import pandas as pd
 from camtrap import storage
 from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import RowIssue, check_coverage, read_labels, read_metadata
+from camtrap.errors import InputError
 from camtrap.imageio import ImageDecodeError, decode_image
 from camtrap.runtime import frame_dataset
 
@@ -73,7 +74,7 @@ def load_training_table(
     matrix = targets.loc[frame[SEQ_ID]].to_numpy(dtype=np.float32)
     frame = frame.assign(**{TARGET: list(matrix)})
     if frame.empty:
-        raise ValueError(f"no usable training rows: {len(issues)} problems, e.g. {issues[:3]}")
+        raise InputError(f"no usable training rows: {len(issues)} problems, e.g. {issues[:3]}")
     return TrainingTable(frame=frame, classes=lab.classes, issues=issues)
 
 

@@ -26,6 +26,7 @@ from timm.models._manipulate import group_with_matcher
 from torch import nn
 
 from camtrap.augment import IMAGENET_MEAN, IMAGENET_STD
+from camtrap.errors import InputError
 from camtrap.recipe import pretrained_kind, pretrained_tag_name
 
 _logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         state = timm_load_state_dict(str(path), use_ema=True, device="cpu", weights_only=True)
     except RuntimeError as e:  # timm's wording for a pickle that weights_only refuses
-        raise ValueError(f"{path}: not loadable as plain weights: {e}") from e
+        raise InputError(f"{path}: not loadable as plain weights: {e}") from e
     target = unwrap_model(model)
     own = target.state_dict()
     heads = tuple(f"{p}." for p in _classifier_prefixes(target))
@@ -155,7 +156,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
             f"unexpected keys: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
         )
     if problems:
-        raise ValueError(f"{path}: weights do not fit {type(target).__name__}: " + "; ".join(problems))
+        raise InputError(f"{path}: weights do not fit {type(target).__name__}: " + "; ".join(problems))
     target.load_state_dict(state, strict=False)
     if dropped:
         _logger.info("%s: classifier %s has another shape; kept the new random head", path, dropped)
@@ -171,7 +172,7 @@ def _group_ids(model: nn.Module, names: Iterator[str]) -> dict[str, int]:
         )
     matcher = matcher_fn(coarse=True)
     if not isinstance(matcher, dict) or list(matcher)[:2] != ["stem", "blocks"]:
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__}.group_matcher() does not start with 'stem' then 'blocks' groups: {matcher!r}"
         )
     return group_with_matcher(((n, None) for n in names), matcher, reverse=True)

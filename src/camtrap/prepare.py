@@ -56,6 +56,7 @@ class PrepareSummary:
     errors: int
     processed: int
     skipped: int
+    retried: int  # of ``processed``: files that had failed on an earlier run
     seconds: float
     out_dir: str
     manifest: str
@@ -162,8 +163,9 @@ def prepare_images(
     log = PartLog(storage.join(out_dir, STATE_DIR), key=FILE_NAME, columns=RESULT_COLUMNS)
     log.pin_settings(asdict(settings), overwrite, what="this output folder")
 
-    done = log.read()
-    done = done[done["status"] == STATUS_OK]
+    logged = log.read()
+    failed_before = set(logged.loc[logged["status"] != STATUS_OK, FILE_NAME])
+    done = logged[logged["status"] == STATUS_OK]
     if len(done):
         present = _existing_outputs(out_dir)
         done = done[done[FILE_NAME].isin(present)]
@@ -199,6 +201,7 @@ def prepare_images(
         ok=ok,
         errors=len(manifest) - ok,
         processed=len(todo),
+        retried=int(todo[FILE_NAME].isin(failed_before).sum()),
         skipped=len(metadata.frame) - len(todo),
         seconds=time.perf_counter() - start,
         out_dir=out_dir,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from camtrap.augment import crop_long_side
+from camtrap.errors import InputError
 
 #: Folder of the packaged recipes (``load_recipe("cpu_tiny")``).
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -40,7 +41,7 @@ TIMM_DEFAULT = "timm"
 _SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 
 
-class RecipeError(ValueError):
+class RecipeError(InputError):
     """A recipe file or override is invalid; the message names the source and each bad field."""
 
 
@@ -173,6 +174,11 @@ class Recipe(_Strict):
     )
     freeze: Literal["none", "stem", "stem+layer1"] = "none"
     num_classes: int | None = Field(default=None, ge=1, description="None: from the class list")
+    classes: Literal["competition", "labels"] = Field(
+        default="competition",
+        description='"competition": the 54 Snapshot Serengeti columns (a labels file that lacks one or adds '
+        'another is refused, naming them); "labels": whatever classes the labels header lists (other datasets)',
+    )
     loss: Literal["multilabel_soft_margin"] = "multilabel_soft_margin"
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
@@ -438,6 +444,18 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> Path:
 def recipe_yaml(recipe: Recipe) -> str:
     """The recipe as YAML text, keys in declaration order."""
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def recipe_changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """Every field where two recipe dicts differ, as ``stages.0.lr: 0.003 -> 0.01`` (for refusals)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in dict.fromkeys([*old, *new]):
+            out += recipe_changes(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in recipe_changes(a, b, f"{path}.{i}")]
+    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
 
 
 # --------------------------------------------------------------------------------------------- overrides

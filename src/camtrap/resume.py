@@ -17,6 +17,12 @@ from collections.abc import Sequence
 import pandas as pd
 
 from camtrap import storage
+from camtrap.errors import InputError
+
+
+#: Seconds between flushes of a running job's results: at most this much finished work is redone
+#: after a kill. More frequent flushes mean more small parts to read back on resume.
+FLUSH_SECONDS = float(os.environ.get("CAMTRAP_FLUSH_SECONDS", "20"))
 
 
 class PartLog:
@@ -45,7 +51,7 @@ class PartLog:
         elif storage.exists(path):
             old = json.loads(storage.read_bytes(path))
             if old != json.loads(json.dumps(settings)):
-                raise ValueError(
+                raise InputError(
                     f"{path}: {what} was made with {old}, not {settings}; "
                     "rerun with --overwrite to redo it, or choose another output"
                 )
@@ -59,10 +65,10 @@ class PartLog:
         # Later records win: a file that failed once and succeeded on a rerun counts as done.
         return pd.concat(frames, ignore_index=True).drop_duplicates(self.key, keep="last")
 
-    def append(self, records: pd.DataFrame, flush_rows: int = 2048, flush_seconds: float = 20.0) -> None:
+    def append(self, records: pd.DataFrame, flush_rows: int = 2048, flush_seconds: float | None = None) -> None:
         self._buffer.append(records)
         self._rows += len(records)
-        if self._rows >= flush_rows or time.monotonic() - self._last_flush > flush_seconds:
+        if self._rows >= flush_rows or time.monotonic() - self._last_flush > (flush_seconds or FLUSH_SECONDS):
             self.flush()
 
     def flush(self) -> None:

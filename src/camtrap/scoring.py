@@ -30,6 +30,7 @@ from camtrap import storage
 from camtrap.augment import DeviceNormalizer
 from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import read_metadata
+from camtrap.errors import InputError
 from camtrap.imageio import ImageDecodeError, load_resized, resize_long_side
 from camtrap.metrics import Aggregate, aggregate, aggregate_by_sequence
 from camtrap.models import forward_by_shape
@@ -127,7 +128,7 @@ def model_metadata(paths: Sequence[str]) -> list[dict]:
     classes = metas[0]["classes"]
     for m in metas[1:]:
         if list(m["classes"]) != list(classes):
-            raise ValueError(f"{m['path']}: class list differs from {metas[0]['path']}'s; an ensemble needs one list")
+            raise InputError(f"{m['path']}: class list differs from {metas[0]['path']}'s; an ensemble needs one list")
     return metas
 
 
@@ -215,6 +216,7 @@ def predict(
     batch_size: int = 16,
     use_gpu: bool = False,
     actors_per_model: int = 1,
+    rows_per_task: int = 64,
 ) -> tuple[ScoreSummary, pd.DataFrame]:
     """Score a season and write the submission CSV; rerunning with the same work dir resumes."""
     start = time.perf_counter()
@@ -224,7 +226,8 @@ def predict(
     log = PartLog(storage.join(work_dir, PARTS_DIR), key=FILE_NAME,
                   columns=[FILE_NAME, SEQ_ID, ERROR] + [prob_column(i) for i in range(len(metas))])
     log.pin_settings({"models": [str(p) for p in model_paths]}, overwrite=False, what="this work dir")
-    processed = score_images(model_paths, md.frame, images_dir, log, batch_size, actors_per_model, use_gpu)
+    processed = score_images(model_paths, md.frame, images_dir, log, batch_size, actors_per_model, use_gpu,
+                             rows_per_block=rows_per_task)
     results = log.read()
     results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]
     rejected = pd.DataFrame({FILE_NAME: [i.file_name or "" for i in md.rejected],
@@ -240,11 +243,11 @@ def predict(
         fmt = pd.read_csv(submission_format, dtype={SEQ_ID: str})
         fmt_cols = [c for c in fmt.columns if c != SEQ_ID]
         if set(fmt_cols) != set(columns):
-            raise ValueError(f"{submission_format}: class columns differ from the model's "
+            raise InputError(f"{submission_format}: class columns differ from the model's "
                              f"(missing {sorted(set(columns) - set(fmt_cols))}, extra {sorted(set(fmt_cols) - set(columns))})")
         extra = set(fmt[SEQ_ID]) - set(seq_order)
         if extra:
-            raise ValueError(f"{submission_format}: {len(extra)} seq_ids have no row in the metadata, e.g. {sorted(extra)[:3]}")
+            raise InputError(f"{submission_format}: {len(extra)} seq_ids have no row in the metadata, e.g. {sorted(extra)[:3]}")
         seq_order = list(fmt[SEQ_ID]) + [s for s in seq_order if s not in set(fmt[SEQ_ID])]
         columns = fmt_cols
     submission, failed = aggregate_submission(results, seq_order, metas, how)

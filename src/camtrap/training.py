@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -35,15 +36,18 @@ import torch.distributed as dist
 
 from camtrap import storage
 from camtrap.augment import DeviceNormalizer
-from camtrap.classes import EMPTY, SEQ_ID
+from camtrap.classes import COMPETITION_CLASSES, EMPTY, SEQ_ID
 from camtrap.contract import issues_frame
 from camtrap.data import IMAGE, TARGET, TrainingTable, image_dataset, load_training_table, split_validation
+from camtrap.errors import InputError
 from camtrap.metrics import aggregate_by_sequence, class_priors, competition_loss
 from camtrap.runtime import cpus_per_actor
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 MODEL_FILE = "model.pt"
+RECIPE_FILE = "recipe.yaml"
+RAY_RESULTS_DIR = "ray_results"
 MODEL_FORMAT = "camtrap.model/1"
 VAL_LOSS = "val_loss"
 
@@ -122,8 +126,16 @@ def state_to_bytes(state: dict) -> bytes:
 
 
 def read_state_file(path: str) -> dict:
-    """Load a ``best.pt``/``model.pt``/checkpoint written by this module, from a path or URI."""
-    return state_from_bytes(storage.read_bytes(path))
+    """Load a ``best.pt``/``model.pt``/checkpoint written by this module, from a path or URI.
+
+    Only tensors and plain containers load: a file that would run code when unpickled is refused
+    (``InputError`` naming it) before any of its objects is built.
+    """
+    try:
+        return state_from_bytes(storage.read_bytes(path))
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0][:300]
+        raise InputError(f"{path}: refused: not a weights-only checkpoint ({reason})") from None
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -296,9 +308,12 @@ class TrainSummary:
     val_images: int = 0
     rejected_rows: int = 0
     seconds: float = 0.0
+    already_complete: bool = False
 
     def __str__(self) -> str:
         lines = [
+            *(["train: nothing to do, this run is already complete (rerun with --overwrite to train again)"]
+              if self.already_complete else []),
             f"train: {self.train_images} training / {self.val_images} validation images "
             f"({self.rejected_rows} rows rejected, see rejected_rows.csv) in {self.seconds:.0f}s"
         ]
@@ -324,8 +339,12 @@ def run_training(
     max_failures: int = 2,
     storage_path: str | None = None,
     callbacks: Sequence | None = None,
+    overwrite: bool = False,
 ) -> TrainSummary:
     """Run every stage of ``recipe``; rerunning the same call resumes where it stopped.
+
+    A finished run is a fast no-op (no trainer starts). ``out_dir`` is pinned to its recipe: a rerun
+    with another recipe is refused naming the changed fields, unless ``overwrite`` clears the run.
 
     ``callbacks`` go to every stage's ``RunConfig`` (a Tune trial passes ``TuneReportCallback`` so
     each epoch's report reaches Tune and ASHA can stop a weak trial).
@@ -341,16 +360,17 @@ def run_training(
     start = time.perf_counter()
     out_dir = os.path.abspath(out_dir) if not storage.is_uri(out_dir) else out_dir
     storage.makedirs(out_dir)
-    storage.write_bytes_atomic(storage.join(out_dir, "recipe.yaml"), recipe_yaml(recipe).encode())
+    pin_run_dir(out_dir, recipe, overwrite)
+    storage.write_bytes_atomic(storage.join(out_dir, RECIPE_FILE), recipe_yaml(recipe).encode())
 
-    table = load_training_table(metadata, labels, images_dir)
+    table = load_training_table(metadata, labels, images_dir, recipe_classes(recipe))
     if recipe.validation.metadata is not None:
         val_table = load_training_table(recipe.validation.metadata, recipe.validation.labels, images_dir, table.classes)
         train_rows, val_rows = table.frame, val_table.frame
         table.issues.extend(val_table.issues)
         overlap = set(train_rows[SEQ_ID]) & set(val_rows[SEQ_ID])
         if overlap:
-            raise ValueError(f"{len(overlap)} sequences are in both training and validation, e.g. {sorted(overlap)[:3]}")
+            raise InputError(f"{len(overlap)} sequences are in both training and validation, e.g. {sorted(overlap)[:3]}")
     else:
         train_rows, val_rows = split_validation(table, recipe.validation)
     issues_frame(table.issues).to_csv(storage.join(out_dir, "rejected_rows.csv"), index=False)
@@ -358,15 +378,22 @@ def run_training(
     priors = class_priors(train_seq)
     classes = list(table.classes)
 
+    summary = TrainSummary(run_dir=out_dir, model_path=storage.join(out_dir, MODEL_FILE),
+                           train_images=len(train_rows), val_images=len(val_rows), rejected_rows=len(table.issues))
+    if _run_complete(out_dir, recipe):
+        for stage in recipe.stages:
+            summary.stages.append(_done_stage(stage.name, storage.join(out_dir, "stages", stage.name, BEST_FILE)))
+        summary.already_complete = True
+        summary.seconds = time.perf_counter() - start
+        return summary
+
     probe = create_classifier(recipe.model, num_classes=len(classes), pretrained=None, freeze="none")
     mean, std = model_normalization(probe)
     del probe
 
     cpus = cpus_per_worker or cpus_per_actor(num_workers, use_gpu)
     threads = max(1, int(round(cpus))) if not use_gpu else max(1, int(cpus))
-    storage_path = storage_path or storage.join(out_dir, "ray_results")
-    summary = TrainSummary(run_dir=out_dir, model_path=storage.join(out_dir, MODEL_FILE),
-                           train_images=len(train_rows), val_images=len(val_rows), rejected_rows=len(table.issues))
+    storage_path = storage_path or storage.join(out_dir, RAY_RESULTS_DIR)
     prev_best: str | None = None
     all_history: list[dict] = []
     val_parts = [val_rows.iloc[r::num_workers] for r in range(num_workers)]
@@ -374,16 +401,14 @@ def run_training(
         stage_dir = storage.join(out_dir, "stages", stage.name)
         best_path = storage.join(stage_dir, BEST_FILE)
         if storage.exists(best_path):
-            done = read_state_file(best_path)
-            all_history.extend(done["history"])
-            summary.stages.append(StageResult(stage.name, done["metrics"][VAL_LOSS], done["metrics"]["val_metric"],
-                                              done["metrics"]["val_prior_metric"], len(done["history"]), True, best_path))
+            all_history.extend(read_state_file(best_path)["history"])
+            summary.stages.append(_done_stage(stage.name, best_path))
             prev_best = best_path
             continue
         init = ray.put(state_to_bytes(read_state_file(prev_best)["model"])) if prev_best else None
         steps_per_epoch = (len(train_rows) // num_workers) // stage.batch_size
         if steps_per_epoch < 1:
-            raise ValueError(
+            raise InputError(
                 f"stage {stage.name}: {len(train_rows)} training images over {num_workers} workers is less than "
                 f"one batch of {stage.batch_size} per worker"
             )
@@ -451,6 +476,56 @@ def run_training(
     return summary
 
 
+def recipe_classes(recipe) -> tuple[str, ...] | None:
+    """The class list a recipe trains on: the competition's 54, or ``None`` (the labels header's)."""
+    return COMPETITION_CLASSES if recipe.classes == "competition" else None
+
+
+def pin_run_dir(out_dir: str, recipe, overwrite: bool) -> None:
+    """Refuse to continue a run directory made with another recipe; ``overwrite`` clears it instead.
+
+    Resume trusts what a run directory holds (finished stages, Ray Train checkpoints). A second recipe
+    there would silently mix two runs, e.g. stage 1 of the old recipe feeding stage 2 of the new.
+    """
+    import yaml
+
+    from camtrap.recipe import Recipe, recipe_changes
+
+    recipe_path = storage.join(out_dir, RECIPE_FILE)
+    if overwrite:
+        fs, inner = storage.get_fs(out_dir)
+        for name in (RECIPE_FILE, MODEL_FILE, "stages", RAY_RESULTS_DIR, "metrics.csv", "metrics.json", "tensorboard"):
+            path = inner.rstrip("/") + "/" + name
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        return
+    if not storage.exists(recipe_path):
+        return
+    old = Recipe.from_dict(yaml.safe_load(storage.read_bytes(recipe_path)), source=recipe_path)
+    changes = recipe_changes(old.to_dict(), recipe.to_dict())
+    if changes:
+        raise RunDirError(
+            f"{recipe_path}: {out_dir} holds a run of another recipe ({'; '.join(changes[:5])}"
+            f"{'; ...' if len(changes) > 5 else ''}); use another --out, or --overwrite to start it again"
+        )
+
+
+class RunDirError(InputError):
+    """A run directory that cannot be resumed with the given recipe."""
+
+
+def _run_complete(out_dir: str, recipe) -> bool:
+    """Every stage's best checkpoint and ``model.pt`` are written: nothing is left to do."""
+    names = [storage.join(out_dir, "stages", s.name, BEST_FILE) for s in recipe.stages]
+    return storage.exists(storage.join(out_dir, MODEL_FILE)) and all(storage.exists(p) for p in names)
+
+
+def _done_stage(name: str, best_path: str) -> StageResult:
+    done = read_state_file(best_path)
+    m = done["metrics"]
+    return StageResult(name, m[VAL_LOSS], m["val_metric"], m["val_prior_metric"], len(done["history"]), True, best_path)
+
+
 def _write_history(out_dir: str, history: list[dict]) -> None:
     """Every epoch of every stage as CSV, JSON and TensorBoard scalars."""
     frame = pd.DataFrame(history)
@@ -504,7 +579,7 @@ def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.
 
     state = read_state_file(path)
     if state.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a camtrap model file (format {state.get('format')!r})")
+        raise InputError(f"{path}: not a camtrap model file (format {state.get('format')!r})")
     model = create_classifier(state["recipe"]["model"], num_classes=len(state["classes"]), pretrained=None)
     model.load_state_dict(state["model"])
     model.to(device).eval()
