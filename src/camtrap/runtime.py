@@ -28,10 +28,15 @@ def runtime_env() -> dict:
     return {"py_modules": [package_dir()], "env_vars": dict(WORKER_ENV)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True,
+             include_dashboard: bool = True):
     """Start or join Ray once; a no-op when this process is already connected.
 
-    ``num_cpus`` only applies to a Ray started here. The dashboard of a local Ray binds to 127.0.0.1.
+    ``num_cpus`` and ``include_dashboard`` only apply to a Ray started here. The dashboard of a local
+    Ray binds to 127.0.0.1 (never another interface) and is on by default: besides showing jobs, it
+    serves the state API that Ray Train's placement-group cleaner needs. Without it, a Tune trial
+    stopped early leaks its workers' placement group, and the next trial waits for CPUs forever.
+    It costs about 2 s at start and no measurable CPU when idle.
     """
     import ray
 
@@ -43,7 +48,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if address:
         kwargs["address"] = address
     else:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1")
+        kwargs.update(num_cpus=num_cpus, include_dashboard=include_dashboard, dashboard_host="127.0.0.1")
     if quiet:
         kwargs["logging_level"] = logging.WARNING
     return ray.init(**kwargs)
@@ -80,3 +85,15 @@ def frame_dataset(frame, rows_per_block: int, min_blocks: int = 1):
     n_blocks = max(math.ceil(len(frame) / rows_per_block), min(len(frame), min_blocks), 1)
     bounds = np.linspace(0, len(frame), n_blocks + 1).astype(int)
     return ray.data.from_pandas([frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+
+
+def state_api_available() -> bool:
+    """Whether the connected Ray serves its state API (it comes with the dashboard)."""
+    from ray.util.state import list_actors
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        list_actors(limit=1, raise_on_missing_output=False)
+    except (RayStateApiException, ConnectionError):
+        return False
+    return True

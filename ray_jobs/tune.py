@@ -1,0 +1,51 @@
+"""Search a recipe's warmup/cosine hyperparameters and crop ratio with Ray Tune (ASHA), resumably.
+
+    python ray_jobs/tune.py --space tune_spaces/cpu_smoke.yaml --recipe cpu_tiny \
+        --metadata train_metadata.csv --labels train_labels.csv --images-dir PREPARED_DIR --out SWEEP_DIR \
+        [--num-samples N] [--max-concurrent N]
+
+Writes SWEEP_DIR/results.csv (one row per trial) and SWEEP_DIR/best_recipe.yaml (usable as
+train.py --recipe). Rerunning the same command resumes an interrupted sweep.
+"""
+
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+
+from camtrap.errors import exits_on_input_error
+from camtrap.recipe import load_recipe
+from camtrap.runtime import init_ray
+from camtrap.tune_space import load_tune_space, validate_against_recipe
+from camtrap.tuning import run_sweep
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, help="search space YAML (tune_spaces/NAME.yaml) or a name")
+    p.add_argument("--recipe", required=True, help="recipe YAML or packaged name")
+    p.add_argument("--metadata", action="append", required=True, help="metadata CSV; repeatable")
+    p.add_argument("--labels", required=True, help="labels CSV")
+    p.add_argument("--images-dir", required=True, help="prepared images")
+    p.add_argument("--out", required=True, help="sweep directory")
+    p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: the space's)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    return p.parse_args(argv)
+
+
+@exits_on_input_error
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    space = load_tune_space(args.space)
+    recipe = load_recipe(args.recipe)
+    validate_against_recipe(space, recipe)
+    init_ray(args.address)
+    summary = run_sweep(space, recipe, args.metadata, args.labels, args.images_dir, args.out,
+                        num_samples=args.num_samples, max_concurrent=args.max_concurrent)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
