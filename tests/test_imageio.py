@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from images import bomb_png, png_bytes
 from PIL import Image
 
 from camtrap.imageio import ImageDecodeError, decode_image, encode_jpeg, load_resized, resize_dims
@@ -53,12 +52,6 @@ def test_resize_dims_extreme_aspect_is_a_clear_error():
         resize_dims(4000, 10, 512)
 
 
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_decode_modes_come_out_rgb():
     rgba = Image.new("RGBA", (32, 24), (10, 200, 30, 0))
     assert decode_image(png_bytes(rgba)).getpixel((0, 0)) == (10, 200, 30)
@@ -82,16 +75,6 @@ def test_decode_errors_say_why():
     jpg = encode_jpeg(Image.new("RGB", (640, 480), (1, 2, 3)))
     with pytest.raises(ImageDecodeError, match="truncated"):
         decode_image(jpg[: len(jpg) // 2])
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size: the guard must refuse it before decoding."""
-    small = png_bytes(Image.new("L", (1, 1)))
-    ihdr_at = small.index(b"IHDR")
-    body = struct.pack(">II", width, height) + small[ihdr_at + 12 : ihdr_at + 17]
-    chunk = b"IHDR" + body
-    patched = small[: ihdr_at] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[ihdr_at + 21 :]
-    return patched
 
 
 def test_decompression_bomb_is_refused():

@@ -8,16 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from artifacts import random_model_file
 from jobs import load_job
 from scipy.stats import gmean
 
-from camtrap.augment import IMAGENET_MEAN, IMAGENET_STD
 from camtrap.classes import COMPETITION_CLASSES
 from camtrap.imageio import load_resized, resize_long_side
 from camtrap.models import create_classifier
 from camtrap.resume import PartLog
 from camtrap.scoring import PARTS_DIR, SUBMISSION_EPS
-from camtrap.training import save_model_file
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,17 +38,7 @@ SEQUENCES = {
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    paths = []
-    for i, long_side in enumerate((96, 64)):
-        torch.manual_seed(100 + i)
-        model = create_classifier("resnet10t", num_classes=len(COMPETITION_CLASSES))
-        priors = np.random.default_rng(i).uniform(0.01, 0.3, len(COMPETITION_CLASSES))
-        path = root / f"m{i}" / "model.pt"
-        path.parent.mkdir()
-        save_model_file(str(path), model.state_dict(), {"model": "resnet10t", "name": f"m{i}"},
-                        COMPETITION_CLASSES, priors, long_side, IMAGENET_MEAN, IMAGENET_STD)
-        paths.append(str(path))
-    return paths
+    return [random_model_file(root / f"m{i}" / "model.pt", long_side, seed=i) for i, long_side in enumerate((96, 64))]
 
 
 @pytest.fixture(scope="module")
