@@ -10,7 +10,7 @@ DEMO_SPECIES ?= zebra,elephant,giraffe
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.5
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo demo-tune bench lint clean
 
 install: $(VENV)/.installed
 
@@ -36,7 +36,15 @@ demo: install
 		--images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/submission.csv \
 		--submission-format $(DEMO_DIR)/data/submission_format.csv
 	$(PY) ray_jobs/evaluate.py --submission $(DEMO_DIR)/submission.csv --labels $(DEMO_DIR)/data/test_labels.csv \
-		--report-dir $(DEMO_DIR)/report --prior-baseline $(DEMO_DIR)/run/model.pt
+		--prior-baseline $(DEMO_DIR)/run/model.pt
+	$(PY) ray_jobs/report.py --run $(DEMO_DIR)/run --submission $(DEMO_DIR)/submission.csv \
+		--labels $(DEMO_DIR)/data/test_labels.csv --metadata $(DEMO_DIR)/data/test_metadata.csv \
+		--images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/report
+
+# A 3-trial ASHA sweep of cpu_tiny on the demo data `make demo` prepared (about 3 minutes on 2 CPUs).
+demo-tune: install
+	$(PY) ray_jobs/tune.py --space cpu_smoke --recipe cpu_tiny --metadata $(DEMO_DIR)/data/train_metadata.csv \
+		--labels $(DEMO_DIR)/data/train_labels.csv --images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/sweep
 
 bench: install
 	$(PY) ray_jobs/bench.py all --out bench.json
