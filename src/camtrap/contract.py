@@ -121,10 +121,15 @@ class Labels:
         return indexed.loc[list(seq_ids), list(self.classes)].to_numpy(dtype="float32")
 
 
-def _read_csv(path: str) -> pd.DataFrame:
-    """Read every cell as a string so validation sees the file exactly as written."""
+def read_csv_file(path: str, text: bool = True) -> pd.DataFrame:
+    """Read a CSV (path or URI); ``ContractError`` naming the file if missing, empty or unreadable.
+
+    ``text=True`` keeps every cell a string, so validation sees the file exactly as written;
+    ``text=False`` lets pandas parse numbers (for tables this package wrote itself).
+    """
+    kwargs = {"dtype": str, "keep_default_na": False, "na_filter": False} if text else {}
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        df = pd.read_csv(path, **kwargs)
     except FileNotFoundError:
         raise ContractError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
@@ -175,7 +180,7 @@ def read_metadata(paths: str | Sequence[str], strict: bool = False) -> Metadata:
     first_seen: dict[str, tuple[str, int]] = {}
     for path in paths:
         path = str(path)
-        df = _read_csv(path)
+        df = read_csv_file(path)
         missing = [c for c in (SEQ_ID, FILE_NAME) if c not in df.columns]
         if missing:
             raise ContractError(
@@ -235,7 +240,7 @@ def read_labels(
     file-level error. Duplicate seq_ids and cells other than 0/1 reject the row.
     """
     path = str(path)
-    df = _read_csv(path)
+    df = read_csv_file(path)
     try:
         header_classes = classes_from_header(list(df.columns))
     except ValueError as e:

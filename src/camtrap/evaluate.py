@@ -22,14 +22,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from camtrap import storage
 from camtrap.classes import SEQ_ID
-from camtrap.contract import ContractError, _read_csv, read_labels
+from camtrap.contract import ContractError, read_csv_file, read_labels
 from camtrap.metrics import EPS, competition_loss, per_class_loss
 
 #: How many offending seq_ids or cells an error message lists before "... and N more".
@@ -55,6 +55,10 @@ class EvaluationResult:
     num_clipped_cells: int
     submission_path: str
     labels_path: str
+    #: The labels' seq_ids, and labels and probabilities aligned to them (rows) and to ``classes``.
+    seq_ids: tuple[str, ...] = field(repr=False)
+    y_true: np.ndarray = field(repr=False)
+    probabilities: np.ndarray = field(repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -186,7 +190,7 @@ def evaluate_submission(submission_path: str, labels_path: str) -> EvaluationRes
     submission_path, labels_path = str(submission_path), str(labels_path)
     labels = read_labels(labels_path, classes=None, strict=True)
     classes = labels.classes
-    sub = _read_csv(submission_path)
+    sub = read_csv_file(submission_path)
     _check_columns(submission_path, list(sub.columns), classes, labels_path)
     if sub.empty:
         raise ContractError(f"{submission_path}: no data rows (header only)")
@@ -210,6 +214,9 @@ def evaluate_submission(submission_path: str, labels_path: str) -> EvaluationRes
         num_clipped_cells=clipped,
         submission_path=submission_path,
         labels_path=labels_path,
+        seq_ids=tuple(expected),
+        y_true=y,
+        probabilities=p,
     )
 
 

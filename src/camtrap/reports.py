@@ -37,7 +37,7 @@ from PIL import Image
 
 from camtrap import storage
 from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.contract import ContractError, Metadata, _read_csv, read_labels, read_metadata
+from camtrap.contract import ContractError, Metadata, read_csv_file, read_metadata
 from camtrap.errors import InputError
 from camtrap.evaluate import EvaluationResult, evaluate_submission, write_report
 from camtrap.imageio import ImageDecodeError, decode_image
@@ -81,16 +81,7 @@ IO_THREADS = 8
 
 
 def _read_metrics_csv(path: str) -> pd.DataFrame:
-    fs, inner = storage.get_fs(path)
-    try:
-        with fs.open(inner, "rb") as f:
-            frame = pd.read_csv(f)
-    except FileNotFoundError:
-        raise ContractError(f"{path}: file not found") from None
-    except pd.errors.EmptyDataError:
-        raise ContractError(f"{path}: file is empty (no header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ContractError(f"{path}: not a readable CSV ({e})") from None
+    frame = read_csv_file(path, text=False)
     missing = [c for c in CURVE_COLUMNS if c not in frame.columns]
     if missing:
         raise ContractError(
@@ -246,18 +237,6 @@ class GalleryItem:
     top: list[tuple[str, float]]  # the TOP_PREDICTIONS most probable classes
     images: list[Thumbnail] = field(default_factory=list)
     more_images: int = 0  # frames beyond MAX_IMAGES_PER_SEQUENCE, not shown
-
-
-def aligned_probabilities(submission_path: str, seq_ids: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-    """The submission's probabilities, rows in ``seq_ids`` order and columns in ``classes`` order.
-
-    Call after :func:`evaluate_submission` accepted the file: it has checked every seq_id and cell, so
-    this only reorders (the same read and the same alignment by seq_id as the evaluation).
-    """
-    sub = _read_csv(str(submission_path))
-    values = sub[list(classes)].apply(lambda s: pd.to_numeric(s.str.strip())).to_numpy(dtype=np.float64)
-    order = pd.Index(sub[SEQ_ID].str.strip()).get_indexer(list(seq_ids))
-    return values[order]
 
 
 def sequence_losses(y_true: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -572,10 +551,6 @@ def make_report(
     result = evaluate_submission(submission, labels) if submission is not None else None
     if result is not None and metadata is not None:
         meta = read_metadata(metadata)
-        label_table = read_labels(labels, classes=None, strict=True)
-        seq_ids = list(label_table.frame[SEQ_ID])
-        y = label_table.frame[list(result.classes)].to_numpy(dtype=np.float64)
-        p = aligned_probabilities(submission, seq_ids, result.classes)
 
     storage.makedirs(out_dir)
     summary = ReportSummary(out_dir=out_dir, run_dir=run_dir)
@@ -595,7 +570,8 @@ def make_report(
                   (SUMMARY_JSON, "the metric and counts")]
         save(PER_CLASS_PNG, _png_bytes(plot_per_class(result)), "per-class contribution chart")
     if result is not None and metadata is not None:
-        items = build_gallery(result.classes, y, p, seq_ids, meta, images_dir, top)
+        items = build_gallery(result.classes, result.y_true, result.probabilities, list(result.seq_ids), meta,
+                              images_dir, top)
         summary.files.extend(write_thumbnails(items, out_dir))
         summary.gallery_size = len(items)
         summary.unavailable_images = sum(t.error is not None for it in items for t in it.images)
