@@ -1,64 +1,127 @@
-"""Benchmarks against plain baselines, as ratios measured in the same run.
+"""Benchmarks against plain baselines, as ratios measured in the same run on the same inputs.
 
-    python ray_jobs/bench.py prepare [--quick] [--out bench.json] [--metadata CSV --images-dir DIR]
+    python ray_jobs/bench.py {prepare,train,predict,memory,all} [--quick] [--out bench.json] \
+        [--device cpu|cuda] [--metadata CSV --images-dir DIR [--labels CSV]]
 
-Without ``--metadata`` it generates camera-trap-like demo data (full-size JPEGs) in a temporary folder.
+prepare: Ray Data job vs a single PIL loop and multiprocessing.Pool; train: Ray Train (run_training)
+vs a plain PyTorch DDP loop, images/s after the first epoch; predict: Ray Data scoring vs a plain
+single-process flip-TTA loop, submissions checked equal; memory: peak RSS of the whole prepare and
+predict jobs on N and 10N images. Without --metadata it generates camera-trap-like demo data
+(full-size JPEGs) in a temporary folder.
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 
 import _bootstrap  # noqa: F401
 
-from camtrap.bench import bench_prepare, format_prepare
+from camtrap.bench import (
+    bench_memory,
+    bench_predict,
+    bench_prepare,
+    bench_train,
+    check_device,
+    format_memory,
+    format_predict,
+    format_prepare,
+    format_train,
+    machine_info,
+    warm_up_ray,
+)
+from camtrap.errors import InputError, exits_on_input_error
+from camtrap.prepare import PrepareSettings, prepare_images
 from camtrap.runtime import init_ray
+
+STAGES = ("prepare", "train", "predict", "memory")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["prepare", "all"])
-    p.add_argument("--quick", action="store_true", help="fewer images and repetitions")
-    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("stage", choices=[*STAGES, "all"])
+    p.add_argument("--quick", action="store_true", help="fewer images and repetitions (all: a few minutes on 2 cores)")
+    p.add_argument("--out", default=None, help="write every figure as JSON here")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="train and predict on this device")
     p.add_argument("--metadata", default=None, help="metadata CSV of the images to use (default: generated)")
-    p.add_argument("--images-dir", default=None)
+    p.add_argument("--images-dir", default=None, help="raw images of --metadata")
+    p.add_argument("--labels", default=None, help="labels CSV of --metadata (train)")
     p.add_argument("--sequences", type=int, default=None, help="generated sequences (default 150, quick 50)")
     p.add_argument("--repeats", type=int, default=None, help="repetitions per variant (default 3, quick 2)")
-    p.add_argument("--rows-per-task", type=int, default=32)
+    p.add_argument("--rows-per-task", type=int, default=32, help="prepare: images per Ray Data task")
+    p.add_argument("--train-repeats", type=int, default=None, help="runs per side of train (default: --repeats)")
+    p.add_argument("--epochs", type=int, default=3, help="train: epochs per run; the first is not counted")
+    p.add_argument("--train-long-side", type=int, default=96, help="train: the stage's long side (cpu_tiny's 96)")
+    p.add_argument("--batch-size", type=int, default=None, help="train: per-worker batch (default cpu_tiny's 16)")
+    p.add_argument("--workers", type=int, default=None, help="train: workers (default 2; cuda: min(2, GPUs))")
+    p.add_argument("--predict-long-side", type=int, default=128, help="predict: the model's inference long side")
+    p.add_argument("--memory-images", type=int, default=None, help="memory: N (default 64, quick 16); 10N is run too")
     return p.parse_args(argv)
 
 
-def _demo_inputs(sequences: int) -> tuple[str, str]:
+def _demo_inputs(root: str, sequences: int) -> tuple[str, str, str]:
     from camtrap.demo_data import make_demo_dataset
 
-    root = tempfile.mkdtemp(prefix="camtrap-bench-data-")
     make_demo_dataset(root, num_sequences=sequences, seed=0)
-    return os.path.join(root, "train_metadata.csv"), os.path.join(root, "images")
+    return (os.path.join(root, "train_metadata.csv"), os.path.join(root, "images"),
+            os.path.join(root, "train_labels.csv"))
 
 
+@exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_device(args.device)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    if args.metadata and not args.images_dir:
+        raise InputError("--metadata needs --images-dir")
+    if args.metadata and "train" in stages and not args.labels:
+        raise InputError("--metadata: the train bench needs --labels too")
+    scratch = tempfile.mkdtemp(prefix="camtrap-bench-")
+    try:
+        return run(args, stages, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
     repeats = args.repeats or (2 if args.quick else 3)
     if args.metadata:
-        metadata, images_dir = args.metadata, args.images_dir
+        metadata, images_dir, labels = args.metadata, args.images_dir, args.labels
     else:
-        metadata, images_dir = _demo_inputs(args.sequences or (50 if args.quick else 150))
+        metadata, images_dir, labels = _demo_inputs(os.path.join(scratch, "data"),
+                                                     args.sequences or (50 if args.quick else 150))
     start = time.perf_counter()
     init_ray()
-    print(f"ray.init: {time.perf_counter() - start:.1f}s (not counted below)")
-    results = {"machine": {"cpus": os.cpu_count()}}
-    if args.stage in ("prepare", "all"):
+    warm_up_ray()
+    print(f"ray.init + a Ray Data warm-up: {time.perf_counter() - start:.1f}s (not counted below)")
+    results = {"machine": machine_info(args.device)}
+    if "prepare" in stages:
         results["prepare"] = bench_prepare(metadata, images_dir, repeats=repeats, rows_per_task=args.rows_per_task)
         print(format_prepare(results["prepare"]))
+    if "train" in stages:
+        prepared = os.path.join(scratch, "prepared")
+        prepare_images(metadata, images_dir, prepared, PrepareSettings(), rows_per_task=args.rows_per_task)
+        results["train"] = bench_train(
+            metadata, labels, prepared, repeats=args.train_repeats or repeats, long_side=args.train_long_side,
+            epochs=args.epochs, batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+        )
+        print(format_train(results["train"]))
+    if "predict" in stages:
+        results["predict"] = bench_predict(metadata, images_dir, long_side=args.predict_long_side, repeats=repeats,
+                                           device=args.device)
+        print(format_predict(results["predict"]))
+    if "memory" in stages:
+        results["memory"] = bench_memory(metadata, images_dir, images=args.memory_images or (16 if args.quick else 64),
+                                         long_side=args.predict_long_side)
+        print(format_memory(results["memory"]))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
         print(f"figures written to {args.out}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -391,8 +391,7 @@ def run_training(
     mean, std = model_normalization(probe)
     del probe
 
-    cpus = cpus_per_worker or cpus_per_actor(num_workers, use_gpu)
-    threads = max(1, int(round(cpus))) if not use_gpu else max(1, int(cpus))
+    cpus, threads = worker_resources(num_workers, use_gpu, cpus_per_worker)
     storage_path = storage_path or storage.join(out_dir, RAY_RESULTS_DIR)
     prev_best: str | None = None
     all_history: list[dict] = []
@@ -474,6 +473,16 @@ def run_training(
     _write_history(out_dir, all_history)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def worker_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float | None = None) -> tuple[float, int]:
+    """(CPUs reserved per training worker, torch threads per worker).
+
+    Threads follow the reservation (at least one), so two CPU workers on two cores do not each start
+    a thread per core and fight over them.
+    """
+    cpus = cpus_per_worker or cpus_per_actor(num_workers, use_gpu)
+    return cpus, max(1, int(round(cpus))) if not use_gpu else max(1, int(cpus))
 
 
 def recipe_classes(recipe) -> tuple[str, ...] | None:

@@ -1,0 +1,114 @@
+"""Smoke tests of the train, predict and memory benchmarks on tiny inputs: structure and sanity, not speed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from camtrap.bench import (
+    JobMemorySampler,
+    bench_memory,
+    bench_predict,
+    bench_recipe,
+    bench_train,
+    check_device,
+    format_memory,
+    format_predict,
+    format_train,
+    machine_info,
+)
+from camtrap.demo_data import SMALL_SIZES, make_demo_dataset
+from camtrap.errors import InputError
+
+
+def positive_finite(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """16 sequences of small frames (4:3 and 16:9): 28 training-season images."""
+    root = tmp_path_factory.mktemp("bench")
+    summary = make_demo_dataset(root / "data", num_sequences=16, seed=0, image_sizes=SMALL_SIZES)
+    return summary
+
+
+@pytest.mark.timeout(240)
+def test_train_bench_runs_both_sides_on_the_same_work(ray_session, tiny):
+    # Training reads raw images as well as prepared ones; these are small already.
+    result = bench_train(str(tiny.train_metadata), str(tiny.train_labels), str(tiny.images_dir),
+                         repeats=1, long_side=64, epochs=2, batch_size=4)
+    assert result["workers"] == 2 and result["epochs"] == 2 and result["steps_per_epoch"] >= 1
+    for side in (result["platform"], result["baseline"]):
+        (run,) = side["runs"]
+        assert [e["epoch"] for e in run["epochs"]] == [1, 2]
+        assert all(positive_finite(e["images_per_s"]) for e in run["epochs"])
+        # The steady figure counts epoch 2 only: the same number of images on both sides.
+        assert side["steady_images"] == [2 * 4 * result["steps_per_epoch"]]
+        assert positive_finite(side["median_steady_images_per_s"]) and positive_finite(side["median_total_s"])
+    assert positive_finite(result["ratio"]) and positive_finite(result["total_time_ratio"])
+    assert result["targets"] == {"ratio": 0.9}
+    assert "target >= 0.9" in format_train(result)
+    json.dumps(result)
+
+
+@pytest.mark.timeout(120)
+def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
+    result = bench_predict(str(tiny.train_metadata), str(tiny.images_dir), long_side=64, repeats=1, batch_size=4)
+    assert result["images"] == tiny.num_train_images
+    assert [t["name"] for t in result["timings"]] == ["plain loop (1 process)", "Ray Data predict job"]
+    assert all(positive_finite(t["items_per_s"]) for t in result["timings"])
+    assert positive_finite(result["ratio"])
+    assert result["same_sequences"] and result["max_abs_diff"] < 1e-5
+    assert "target >= 0.9" in format_predict(result)
+    json.dumps(result)
+
+
+@pytest.mark.timeout(180)
+def test_memory_bench_counts_the_job_not_ray_itself(ray_session, tmp_path):
+    # Full-size frames (about 0.1 s to decode each): a task lasts long enough to be sampled busy.
+    data = make_demo_dataset(tmp_path / "data", num_sequences=4, seed=0, image_sizes=((1920, 1080), (2048, 1536)))
+    result = bench_memory(str(data.train_metadata), str(data.images_dir), images=4, factor=10, long_side=64,
+                          batch_size=4, rows_per_task=8, interval=0.02, warmup=False)
+    assert result["images"] == 4 and result["factor"] == 10
+    for stage, title in (("prepare", "MapBatches"), ("predict", "MapWorker")):
+        r = result[stage]
+        assert r["n"]["images"] == 4 and r["many"]["images"] == 40
+        for run in (r["n"], r["many"]):
+            assert run["peak_rss_mb"] > run["driver_baseline_mb"] > 0
+            assert run["peak_workers_mb"] > 0 and run["samples"] >= 2
+            # The job's own workers only: not Ray's system actors, nor what the train test left running.
+            assert title in run["job_process_titles"]
+            assert not set(run["job_process_titles"]) & {"DashboardAgent", "_StatsActor", "TrainController"}
+            assert run["ray_own_mb_before"] > 0
+        assert positive_finite(r["ratio"])
+    assert "target <= 1.2" in format_memory(result)
+    json.dumps(result)
+
+
+@pytest.mark.timeout(60)
+def test_machine_block_and_device_check(ray_session):
+    info = machine_info("cpu")
+    assert {"cpus", "ray_cpus", "torch_threads_driver", "device_name", "date"} <= set(info)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            check_device("cuda")
+    with pytest.raises(InputError, match="'cpu' or 'cuda'"):
+        check_device("tpu")
+    sampler = JobMemorySampler()
+    sampler.start()
+    sampler.stop()
+    assert sampler.as_dict()["peak_rss_mb"] >= sampler.driver_baseline_mb > 0
+    assert sampler.as_dict()["ray_own_mb_before"] > 0
+
+
+def test_bench_recipe_is_one_stage_of_cpu_tiny():
+    recipe = bench_recipe(long_side=80, epochs=3, batch_size=8)
+    assert recipe.model == "resnet10t" and len(recipe.stages) == 1
+    stage = recipe.stages[0]
+    assert (stage.long_side, stage.epochs, stage.batch_size) == (80, 3, 8)
+    assert recipe.eval_long_side == 80
