@@ -37,13 +37,16 @@ def free_port() -> int:
 @pytest.fixture
 def head_node():
     """A throwaway single-node cluster, stopped by killing its own process group (``ray stop`` would
-    also stop the test session's in-process Ray)."""
-    port, dash = free_port(), free_port()
+    also stop the test session's in-process Ray). Every port is its own: the session's Ray already
+    holds the defaults (its dashboard agent listens on 52365; a second agent there never comes up,
+    and job submission then fails with "No available agent")."""
+    port, dash, agent = free_port(), free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+         f"--dashboard-agent-listen-port={agent}",
          "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
