@@ -56,11 +56,13 @@ def test_train_bench_runs_both_sides_on_the_same_work(ray_session, tiny):
 
 @pytest.mark.timeout(120)
 def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
-    result = bench_predict(str(tiny.train_metadata), str(tiny.images_dir), long_side=64, repeats=1, batch_size=4)
-    assert result["images"] == tiny.num_train_images
-    assert [t["name"] for t in result["timings"]] == ["plain loop (1 process)", "Ray Data predict job"]
+    result = bench_predict(str(tiny.train_metadata), str(tiny.images_dir), long_side=64, repeats=1, batch_size=4,
+                           scale=2)
+    assert result["images"] == tiny.num_train_images and result["images_large"] == 2 * tiny.num_train_images
+    assert [t["name"] for t in result["timings"]] == ["plain loop (1 process) (N)", "plain loop (1 process) (xN)",
+                                                      "Ray Data predict job (N)", "Ray Data predict job (xN)"]
     assert all(positive_finite(t["items_per_s"]) for t in result["timings"])
-    assert positive_finite(result["ratio"])
+    assert positive_finite(result["ratio"]) and positive_finite(result["ratio_large"])
     assert result["same_sequences"] and result["max_abs_diff"] < 1e-5
     assert "target >= 0.9" in format_predict(result)
     json.dumps(result)

@@ -24,11 +24,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from artifacts import random_model_file
 from images import bomb_png, gray16_png, palette_png, rgba_png
 from jobs import load_job
 from PIL import Image
 
+from camtrap.bench import untrained_model_file
 from camtrap.classes import COMPETITION_CLASSES
 from camtrap.demo_data import DEFAULT_SIZES, SMALL_SIZES, make_demo_dataset
 from camtrap.errors import InputError
@@ -377,7 +377,7 @@ def test_prepare_killed_and_rerun_equals_an_uninterrupted_run(full_size):
 
 def test_predict_killed_and_rerun_equals_an_uninterrupted_run(full_size, tmp_path):
     data = full_size / "data"
-    model = random_model_file(tmp_path / "m" / "model.pt", long_side=224)
+    model = untrained_model_file(str(tmp_path / "m" / "model.pt"), long_side=224)
     metadata = str(data / "train_metadata.csv")
     _, ref = predict([model], metadata, str(data / "images"), str(tmp_path / "ref.csv"), batch_size=8)
     out = tmp_path / "killed.csv"

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from artifacts import random_model_file
 from jobs import load_job
 from scipy.stats import gmean
 
+from camtrap.bench import untrained_model_file
 from camtrap.classes import COMPETITION_CLASSES
 from camtrap.imageio import load_resized, resize_long_side
 from camtrap.models import create_classifier
@@ -38,7 +38,8 @@ SEQUENCES = {
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return [random_model_file(root / f"m{i}" / "model.pt", long_side, seed=i) for i, long_side in enumerate((96, 64))]
+    return [untrained_model_file(str(root / f"m{i}" / "model.pt"), long_side, seed=i)
+            for i, long_side in enumerate((96, 64))]
 
 
 @pytest.fixture(scope="module")

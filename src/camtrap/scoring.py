@@ -31,18 +31,25 @@ from camtrap.augment import DeviceNormalizer
 from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import read_metadata
 from camtrap.errors import InputError
-from camtrap.imageio import ImageDecodeError, load_resized, resize_long_side
+from camtrap.frames import ERROR, IMAGE, decode_batch
+from camtrap.imageio import resize_long_side
 from camtrap.metrics import Aggregate, aggregate, aggregate_by_sequence
 from camtrap.models import forward_by_shape
 from camtrap.resume import PartLog
 from camtrap.runtime import cpus_per_actor, frame_dataset
 
-PREPARE_LONG_SIDE = 512
 PARTS_DIR = "predictions"
-IMAGE = "image"
-ERROR = "error"
 #: Submission probabilities are kept this far inside (0, 1).
 SUBMISSION_EPS = 1e-6
+#: Memory a decode task reserves (a batch of full-size frames decoded at once). Declaring it also keeps
+#: Ray Data from fusing the decode step into the model actors: it fuses maps whose remote args are
+#: equal (1 CPU each on a 2-CPU node with one model), and a fused actor decodes and infers in turn on
+#: one core instead of overlapping the two.
+DECODE_TASK_MEMORY = 2**30
+#: Object-store bytes a scoring job may hold per model actor. Decoded frames queue there for the
+#: models; where decoding outruns inference for hours, the cap keeps that queue (and the job's memory)
+#: bounded instead of growing with the job.
+QUEUE_BYTES_PER_ACTOR = 256 * 2**20
 
 
 def prob_column(model_index: int) -> str:
@@ -67,25 +74,6 @@ class ScoreSummary:
             f"failed_sequences.csv); {self.processed} images scored this run at {rate:.1f} img/s "
             f"in {self.seconds:.1f}s; submission: {self.out}"
         )
-
-
-def decode_batch(batch: dict[str, np.ndarray], images_dir: str) -> dict[str, np.ndarray]:
-    """Ray Data task: read and decode each image with the preparation rule; record failures."""
-    images = np.empty(len(batch[FILE_NAME]), dtype=object)
-    errors = []
-    for i, name in enumerate(batch[FILE_NAME]):
-        path = storage.join(images_dir, str(name))
-        try:
-            img, _ = load_resized(storage.read_bytes(path), PREPARE_LONG_SIDE)
-            images[i] = np.asarray(img)
-            errors.append("")
-        except FileNotFoundError:
-            images[i] = np.zeros((0, 0, 3), np.uint8)
-            errors.append(f"{name}: file not found: {path}")
-        except (ImageDecodeError, OSError) as e:
-            images[i] = np.zeros((0, 0, 3), np.uint8)
-            errors.append(f"{name}: {e}")
-    return {FILE_NAME: batch[FILE_NAME], SEQ_ID: batch[SEQ_ID], IMAGE: images, ERROR: np.asarray(errors, dtype=object)}
 
 
 class FlipTTAPredictor:
@@ -152,7 +140,7 @@ def score_images(
     cpus = cpus_per_actor(len(model_paths), use_gpu)
     ds = frame_dataset(todo, rows_per_block)
     ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir}, batch_size=batch_size,
-                        batch_format="numpy", num_cpus=1)
+                        batch_format="numpy", num_cpus=1, memory=DECODE_TASK_MEMORY)
     for i, path in enumerate(model_paths):
         ds = ds.map_batches(
             FlipTTAPredictor,
@@ -164,6 +152,9 @@ def score_images(
             num_gpus=1 if use_gpu else 0,
         )
     ds = ds.drop_columns([IMAGE])
+    limits = ds.context.execution_options.resource_limits
+    ds.context.execution_options.resource_limits = limits.copy(
+        object_store_memory=max(2, len(model_paths) * actors_per_model) * QUEUE_BYTES_PER_ACTOR)
     scored = 0
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
