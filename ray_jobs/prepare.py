@@ -10,7 +10,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from camtrap.errors import exits_on_input_error
-from camtrap.imageio import DEFAULT_MAX_PIXELS
+from camtrap.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE
 from camtrap.prepare import PrepareSettings, prepare_images
 from camtrap.runtime import init_ray
 
@@ -20,7 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--metadata", action="append", required=True, help="metadata CSV (seq_id,file_name[,datetime]); repeatable")
     p.add_argument("--images-dir", required=True, help="folder or URI (s3://, gs://) the file_names are relative to")
     p.add_argument("--out", required=True, help="output folder or URI: resized JPEGs at the same relative paths, manifest")
-    p.add_argument("--long-side", type=int, default=512, help="long side after resizing (default 512)")
+    p.add_argument("--long-side", type=int, default=PREPARE_LONG_SIDE,
+                   help=f"long side after resizing (default {PREPARE_LONG_SIDE})")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the outputs (default 95)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decompression-bomb limit in pixels")
     p.add_argument("--overwrite", action="store_true", help="redo every file instead of resuming")

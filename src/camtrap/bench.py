@@ -658,7 +658,7 @@ def plain_predict(model_path: str, frame: pd.DataFrame, images_dir: str, batch_s
     per ``seq_id`` (metadata order; a sequence with no decodable image gets the priors), the model's
     class columns. Runs at fp32, as the platform's predictor does.
     """
-    from camtrap.frames import PREPARE_LONG_SIDE
+    from camtrap.imageio import PREPARE_LONG_SIDE
     from camtrap.scoring import SUBMISSION_EPS
 
     state = torch.load(model_path, map_location="cpu", weights_only=True)

@@ -11,10 +11,8 @@ import numpy as np
 
 from camtrap import storage
 from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.imageio import ImageDecodeError, load_resized
+from camtrap.imageio import PREPARE_LONG_SIDE, ImageDecodeError, load_resized
 
-#: The preparation rule's long side: scoring decodes raw frames exactly as ``prepare.py`` would.
-PREPARE_LONG_SIDE = 512
 IMAGE = "image"
 ERROR = "error"
 

@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 #: PIL's own decompression-bomb threshold (about 89.5 MP); camera-trap frames are 3-20 MP.
+#: The solution's long side: what ``prepare.py`` writes, and what scoring decodes raw frames to.
+PREPARE_LONG_SIDE: int = 512
 DEFAULT_MAX_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 # A truncated JPEG must be an error, never a silently grey-padded image.

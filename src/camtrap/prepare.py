@@ -25,7 +25,7 @@ import pandas as pd
 from camtrap import storage
 from camtrap.classes import FILE_NAME, SEQ_ID
 from camtrap.contract import LINE, SOURCE, Metadata, read_metadata
-from camtrap.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_jpeg, load_resized
+from camtrap.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE, ImageDecodeError, encode_jpeg, load_resized
 from camtrap.resume import PartLog
 from camtrap.runtime import frame_dataset
 
@@ -42,7 +42,7 @@ MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height"
 class PrepareSettings:
     """Everything that determines the output bytes; a resumed run must use the same values."""
 
-    long_side: int = 512
+    long_side: int = PREPARE_LONG_SIDE
     quality: int = 95
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 

@@ -19,7 +19,6 @@ import pandas as pd
 from camtrap import storage
 from camtrap.errors import InputError
 
-
 #: Seconds between flushes of a running job's results: at most this much finished work is redone
 #: after a kill. More frequent flushes mean more small parts to read back on resume.
 FLUSH_SECONDS = float(os.environ.get("CAMTRAP_FLUSH_SECONDS", "20"))

@@ -66,6 +66,18 @@ def _finite(v: float | None) -> float | None:
     return v
 
 
+def _check_bound(v: float | None, info) -> str | None:
+    """What ``low`` and ``high`` share: finite, required by continuous distributions, unused by
+    ``choice``. Returns the distribution for the bound's own checks."""
+    _finite(v)
+    dist = info.data.get("distribution")
+    if dist in _CONTINUOUS and v is None:
+        raise ValueError(f"required for distribution '{dist}'")
+    if dist == "choice" and v is not None:
+        raise ValueError("not used by distribution 'choice' (list the options in values)")
+    return dist
+
+
 def _one_stage_as_list(v: Any) -> Any:
     """``stages: s296`` / ``stages: 0`` mean ``[s296]`` / ``[0]`` (``"all"`` stays as it is)."""
     if isinstance(v, (str, int)) and v != "all":
@@ -94,12 +106,7 @@ class ParamSpec(_Strict):
     @field_validator("low")
     @classmethod
     def _check_low(cls, v: float | None, info) -> float | None:
-        _finite(v)
-        dist = info.data.get("distribution")
-        if dist in _CONTINUOUS and v is None:
-            raise ValueError(f"required for distribution '{dist}'")
-        if dist == "choice" and v is not None:
-            raise ValueError("not used by distribution 'choice' (list the options in values)")
+        dist = _check_bound(v, info)
         if dist == "loguniform" and v is not None and v <= 0:
             raise ValueError(f"must be > 0 for distribution 'loguniform' (got {v})")
         return v
@@ -107,12 +114,7 @@ class ParamSpec(_Strict):
     @field_validator("high")
     @classmethod
     def _check_high(cls, v: float | None, info) -> float | None:
-        _finite(v)
-        dist = info.data.get("distribution")
-        if dist in _CONTINUOUS and v is None:
-            raise ValueError(f"required for distribution '{dist}'")
-        if dist == "choice" and v is not None:
-            raise ValueError("not used by distribution 'choice' (list the options in values)")
+        _check_bound(v, info)
         low = info.data.get("low")
         if v is not None and low is not None and not low < v:
             raise ValueError(f"must be > low ({low}) (got {v})")
