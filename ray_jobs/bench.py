@@ -20,7 +20,7 @@ import time
 
 import _bootstrap  # noqa: F401
 
-from camtrap.bench import (
+from camtrap.bench.common import (
     bench_memory,
     bench_predict,
     bench_prepare,
@@ -33,8 +33,8 @@ from camtrap.bench import (
     machine_info,
     warm_up_ray,
 )
+from camtrap.data.prepare import PrepareSettings, prepare_images
 from camtrap.errors import InputError, exits_on_input_error
-from camtrap.prepare import PrepareSettings, prepare_images
 from camtrap.runtime import init_ray
 
 STAGES = ("prepare", "train", "predict", "memory")
@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _demo_inputs(root: str, sequences: int) -> tuple[str, str, str]:
-    from camtrap.demo_data import make_demo_dataset
+    from camtrap.demo.dataset import make_demo_dataset
 
     make_demo_dataset(root, num_sequences=sequences, seed=0)
     return (os.path.join(root, "train_metadata.csv"), os.path.join(root, "images"),

@@ -17,7 +17,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from camtrap.errors import exits_on_input_error
-from camtrap.evaluate import evaluate_submission, format_report, prior_baseline, write_report
+from camtrap.evaluate.submission import evaluate_submission, format_report, prior_baseline, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,8 +13,8 @@ import sys
 import _bootstrap  # noqa: F401
 
 from camtrap.errors import exits_on_input_error
+from camtrap.infer.predict import predict
 from camtrap.runtime import init_ray
-from camtrap.scoring import predict
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,9 +9,9 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap.data.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE
+from camtrap.data.prepare import PrepareSettings, prepare_images
 from camtrap.errors import exits_on_input_error
-from camtrap.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE
-from camtrap.prepare import PrepareSettings, prepare_images
 from camtrap.runtime import init_ray
 
 

@@ -18,7 +18,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from camtrap.errors import InputError, exits_on_input_error
-from camtrap.reports import make_report
+from camtrap.evaluate.report import make_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:

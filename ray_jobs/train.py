@@ -13,10 +13,11 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap.config.overrides import apply_overrides
+from camtrap.config.recipe import load_recipe
 from camtrap.errors import exits_on_input_error
-from camtrap.recipe import apply_overrides, load_recipe
 from camtrap.runtime import init_ray
-from camtrap.training import run_training
+from camtrap.train.driver import run_training
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,11 +13,11 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap.config.recipe import load_recipe
+from camtrap.config.tune_space import load_tune_space, validate_against_recipe
 from camtrap.errors import exits_on_input_error
-from camtrap.recipe import load_recipe
 from camtrap.runtime import init_ray
-from camtrap.tune_space import load_tune_space, validate_against_recipe
-from camtrap.tuning import run_sweep
+from camtrap.tune.sweep import run_sweep
 
 
 def parse_args(argv=None) -> argparse.Namespace:

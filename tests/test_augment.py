@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camtrap.augment import (
+from camtrap.config.recipe import crop_long_side
+from camtrap.data.imageio import resize_dims
+from camtrap.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    crop_long_side,
     crop_size,
     eval_transform,
     normalize,
     train_transform,
 )
-from camtrap.imageio import resize_dims
 
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.25, 0.2, 0.3)

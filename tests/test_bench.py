@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from camtrap.bench import (
+from camtrap.bench.common import (
     JobMemorySampler,
     bench_memory,
     bench_predict,
@@ -19,7 +19,7 @@ from camtrap.bench import (
     format_train,
     machine_info,
 )
-from camtrap.demo_data import SMALL_SIZES, make_demo_dataset
+from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
 from camtrap.errors import InputError
 
 

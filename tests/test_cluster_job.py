@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import torch
 
-from camtrap.demo_data import SMALL_SIZES, make_demo_dataset
-from camtrap.prepare import PrepareSettings, prepare_one
+from camtrap.data.prepare import PrepareSettings, prepare_one
+from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
 
 pytestmark = pytest.mark.timeout(600)
 

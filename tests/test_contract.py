@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from camtrap.classes import COMPETITION_CLASSES, classes_from_header
-from camtrap.contract import (
+from camtrap.data.classes import COMPETITION_CLASSES, classes_from_header
+from camtrap.data.contract import (
     ContractError,
     check_coverage,
     normalize_file_name,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from jobs import load_job
 
-from camtrap.contract import ContractError
-from camtrap.evaluate import evaluate_submission
+from camtrap.data.contract import ContractError
+from camtrap.evaluate.submission import evaluate_submission
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["empty", "zebra", "wildebeest", "gazellethomsons", "lionfemale", "buffalo"]
@@ -174,8 +174,8 @@ def test_bad_labels_file_is_refused(case):
 
 
 def test_prior_baseline_from_a_model_file(tmp_path):
-    from camtrap.evaluate import prior_baseline
-    from camtrap.training import save_model_file
+    from camtrap.evaluate.submission import prior_baseline
+    from camtrap.model_file import save_model_file
 
     labels = tmp_path / "labels.csv"
     labels.write_text("seq_id,b,a\ns1,1,0\ns2,0,1\ns3,0,1\n")

@@ -9,7 +9,7 @@ import pytest
 from images import bomb_png, png_bytes
 from PIL import Image
 
-from camtrap.imageio import ImageDecodeError, decode_image, encode_jpeg, load_resized, resize_dims
+from camtrap.data.imageio import ImageDecodeError, decode_image, encode_jpeg, load_resized, resize_dims
 
 
 def seed_rule(w: int, h: int, long_side: int) -> tuple[int, int]:

@@ -10,8 +10,8 @@ import timm
 import torch
 from torch import nn
 
-from camtrap.augment import IMAGENET_MEAN, IMAGENET_STD
-from camtrap.models import (
+from camtrap.train.augment import IMAGENET_MEAN, IMAGENET_STD
+from camtrap.train.models import (
     create_classifier,
     freeze_layers,
     frozen_batchnorms,

@@ -13,8 +13,8 @@ from jobs import load_job
 from PIL import Image, ImageOps
 from test_imageio import bomb_png
 
-from camtrap.imageio import resize_dims
-from camtrap.prepare import PrepareSettings, prepare_images, prepare_one
+from camtrap.data.imageio import resize_dims
+from camtrap.data.prepare import PrepareSettings, prepare_images, prepare_one
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camtrap.augment import crop_long_side
-from camtrap.recipe import (
+from camtrap.config.overrides import apply_overrides
+from camtrap.config.recipe import (
     Recipe,
     RecipeError,
     StageConfig,
     ValidationConfig,
-    apply_overrides,
     available_recipes,
+    crop_long_side,
     dump_recipe,
     load_recipe,
     pretrained_kind,

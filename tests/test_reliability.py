@@ -28,14 +28,15 @@ from images import bomb_png, gray16_png, palette_png, rgba_png
 from jobs import load_job
 from PIL import Image
 
-from camtrap.bench import untrained_model_file
-from camtrap.classes import COMPETITION_CLASSES
-from camtrap.demo_data import DEFAULT_SIZES, SMALL_SIZES, make_demo_dataset
+from camtrap.bench.common import untrained_model_file
+from camtrap.config.recipe import Recipe, load_recipe, recipe_yaml
+from camtrap.data.classes import COMPETITION_CLASSES
+from camtrap.data.prepare import STATE_DIR, PrepareSettings, prepare_images
+from camtrap.demo.dataset import DEFAULT_SIZES, SMALL_SIZES, make_demo_dataset
 from camtrap.errors import InputError
-from camtrap.prepare import STATE_DIR, PrepareSettings, prepare_images
-from camtrap.recipe import Recipe, load_recipe, recipe_yaml
-from camtrap.scoring import PARTS_DIR, predict
-from camtrap.training import load_model, read_state_file, run_training
+from camtrap.infer.predict import PARTS_DIR, predict
+from camtrap.model_file import load_model, read_state_file
+from camtrap.train.driver import run_training
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -1,7 +1,7 @@
 """The report job: curves from a run training's own writers made, per-class table and worst-loss gallery
 checked against an independent numpy metric, escaping, placeholders for bad images, and exit 2 on bad input.
 
-No Ray: the run directory is written by ``camtrap.training``'s epoch and history functions on made-up
+No Ray: the run directory is written by ``camtrap.train.driver``'s epoch and history functions on made-up
 validation outputs, so its columns are exactly what a real run writes.
 """
 
@@ -17,8 +17,8 @@ import pytest
 from jobs import load_job
 from PIL import Image
 
-from camtrap.classes import COMPETITION_CLASSES
-from camtrap.reports import CURVE_COLUMNS, THUMB_LONG_SIDE, read_run_metrics
+from camtrap.data.classes import COMPETITION_CLASSES
+from camtrap.evaluate.report import CURVE_COLUMNS, THUMB_LONG_SIDE, read_run_metrics
 
 CLASSES = list(COMPETITION_CLASSES)
 EPS = 1e-15
@@ -36,13 +36,15 @@ ODD_FILE = "S1/odd & <name>'s.jpg"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A two-stage run as ``run_training`` leaves it: ``metrics.csv``/``.json`` at the root (via
-    ``_write_history``), ``stages/<name>/metrics.csv`` and ``recipe.yaml``."""
-    from camtrap.training import _epoch_metrics, _write_history
+    ``write_history``), ``stages/<name>/metrics.csv`` and ``recipe.yaml``."""
+    from camtrap.run_layout import RunLayout
+    from camtrap.train.driver import write_history
+    from camtrap.train.loop import epoch_metrics
 
     out = tmp_path_factory.mktemp("run")
     rng = np.random.default_rng(0)
     targets = (rng.random((6, len(CLASSES))) < 0.05).astype(np.float32)  # one validation set for the run
-    config = {"classes": CLASSES, "priors": np.full(len(CLASSES), 0.02).tolist()}
+    priors = np.full(len(CLASSES), 0.02).tolist()
     history = []
     for stage, epochs in STAGES.items():
         stage_history = []
@@ -50,11 +52,11 @@ def run_dir(tmp_path_factory) -> Path:
             probs = rng.uniform(0.01, 0.5, (6, len(CLASSES)))
             rows = [(["a", "a", "b", "c", "c", "d"], probs, targets)]
             totals = [(0.5 / (epoch + 1) * 32, 32, 4.0)]
-            stage_history.append(_epoch_metrics(rows, totals, config, 1e-3 / (epoch + 1), epoch, stage))
+            stage_history.append(epoch_metrics(rows, totals, CLASSES, priors, 1e-3 / (epoch + 1), epoch, stage))
         (out / "stages" / stage).mkdir(parents=True)
         pd.DataFrame(stage_history).to_csv(out / "stages" / stage / "metrics.csv", index=False)
         history.extend(stage_history)
-    _write_history(str(out), history)
+    write_history(RunLayout(str(out)), history)
     (out / "recipe.yaml").write_text("name: t\nmodel: resnet10t\nstages:\n  - name: s96\n  - name: s128\n")
     return out
 

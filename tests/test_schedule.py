@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from camtrap.recipe import StageConfig
-from camtrap.schedule import build_scheduler, stage_steps, warmup_cosine_lr
+from camtrap.config.recipe import StageConfig
+from camtrap.train.schedule import build_scheduler, stage_steps, warmup_cosine_lr
 
 BASE, FLOOR = 0.005, 1e-5
 

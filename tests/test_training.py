@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from camtrap.demo_data import SMALL_SIZES, make_demo_dataset
-from camtrap.models import create_classifier
-from camtrap.prepare import PrepareSettings, prepare_images
-from camtrap.recipe import apply_overrides, load_recipe
-from camtrap.training import pad_batch, read_state_file, resolve_amp, run_training
+from camtrap.config.overrides import apply_overrides
+from camtrap.config.recipe import load_recipe
+from camtrap.data.prepare import PrepareSettings, prepare_images
+from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
+from camtrap.model_file import read_state_file
+from camtrap.train.driver import run_training
+from camtrap.train.loop import pad_batch, resolve_amp
+from camtrap.train.models import create_classifier
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camtrap.recipe import Recipe, RecipeError, load_recipe
-from camtrap.tune_space import (
+from camtrap.config.errors import ConfigError
+from camtrap.config.recipe import Recipe, load_recipe
+from camtrap.config.tune_space import (
     ALLOWED_PARAMETERS,
     TUNE_SPACES_DIR,
     TuneSpace,
@@ -52,7 +53,7 @@ def _mini(**changes) -> dict:
 
 def _load_error(tmp_path: Path, data: dict) -> str:
     path = _write(tmp_path, data)
-    with pytest.raises(RecipeError) as info:
+    with pytest.raises(ConfigError) as info:
         load_tune_space(path)
     msg = str(info.value)
     assert msg.startswith(f"{path}: invalid tune space ("), msg
@@ -213,11 +214,11 @@ def test_stage_indices_weight_decay_and_batch_size(rx50: Recipe) -> None:
 def test_apply_params_rejects_mismatched_or_invalid_values(rx50: Recipe) -> None:
     space = load_tune_space("warmup_cosine")
     good = {"lr": 0.008, "warmup_epochs": 1.5, "min_lr": 3e-5, "crop_ratio": 1.2}
-    with pytest.raises(RecipeError, match="not in the space: momentum"):
+    with pytest.raises(ConfigError, match="not in the space: momentum"):
         apply_params(rx50, space, {**good, "momentum": 0.5})
-    with pytest.raises(RecipeError, match="missing: min_lr"):
+    with pytest.raises(ConfigError, match="missing: min_lr"):
         apply_params(rx50, space, {k: v for k, v in good.items() if k != "min_lr"})
-    with pytest.raises(RecipeError, match=r"stages\.0\.min_lr: min_lr \(0\.1\) must be <= lr"):
+    with pytest.raises(ConfigError, match=r"stages\.0\.min_lr: min_lr \(0\.1\) must be <= lr"):
         apply_params(rx50, space, {**good, "min_lr": 0.1})
 
 
@@ -281,17 +282,17 @@ def test_unknown_stage_name_via_trial_recipe(tmp_path: Path, rx50: Recipe) -> No
         parameters={"lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2, "stages": ["s300"]}}
     )
     space = load_tune_space(_write(tmp_path, data))
-    with pytest.raises(RecipeError) as info:
+    with pytest.raises(ConfigError) as info:
         trial_recipe(rx50, space, {"lr": 0.005})
     msg = str(info.value)
     assert "parameters.lr.stages: unknown stage 's300'" in msg
     assert "recipe 'rx50_swsl' has stages: s296, s360, s480" in msg
 
     space = load_tune_space(_write(tmp_path, _mini(budget={"stages": ["s999"]})))
-    with pytest.raises(RecipeError, match=r"budget\.stages: unknown stage 's999'"):
+    with pytest.raises(ConfigError, match=r"budget\.stages: unknown stage 's999'"):
         trial_recipe(rx50, space, {"lr": 0.005})
     space = load_tune_space(_write(tmp_path, _mini(budget={"stages": [3]})))
-    with pytest.raises(RecipeError, match=r"budget\.stages: stage index 3 out of range"):
+    with pytest.raises(ConfigError, match=r"budget\.stages: stage index 3 out of range"):
         trial_recipe(rx50, space, {"lr": 0.005})
 
 
@@ -317,17 +318,17 @@ def test_other_errors(tmp_path: Path) -> None:
 
 
 def test_missing_empty_and_unknown_files(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match="tune space file not found"):
+    with pytest.raises(ConfigError, match="tune space file not found"):
         load_tune_space(tmp_path / "nope.yaml")
-    with pytest.raises(RecipeError, match="not a shipped name.*shipped: .*cpu_smoke"):
+    with pytest.raises(ConfigError, match="not a shipped name.*shipped: .*cpu_smoke"):
         load_tune_space("no_such_space")
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    with pytest.raises(RecipeError, match="the file is empty"):
+    with pytest.raises(ConfigError, match="the file is empty"):
         load_tune_space(empty)
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")
-    with pytest.raises(RecipeError, match="must be a mapping"):
+    with pytest.raises(ConfigError, match="must be a mapping"):
         load_tune_space(listed)
 
 

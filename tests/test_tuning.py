@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from jobs import load_job
 
-from camtrap.demo_data import SMALL_SIZES, make_demo_dataset
-from camtrap.prepare import PrepareSettings, prepare_images
-from camtrap.recipe import load_recipe
-from camtrap.tune_space import load_tune_space
+from camtrap.config.recipe import load_recipe
+from camtrap.config.tune_space import load_tune_space
+from camtrap.data.prepare import PrepareSettings, prepare_images
+from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -52,7 +52,7 @@ def test_sweep_runs_every_trial_and_writes_a_usable_best_recipe(data, capsys):
 def test_failed_trial_is_reported_with_its_error_and_the_sweep_goes_on(ray_session, tmp_path):
     from ray import tune
 
-    from camtrap.tuning import summarize_sweep
+    from camtrap.tune.sweep import summarize_sweep
 
     # Defined here so that cloudpickle ships it by value (the test module is not importable in workers).
     def _fake_trial(config: dict) -> None:

@@ -10,19 +10,26 @@ import functools
 import sys
 from collections.abc import Callable
 
+from camtrap.config.errors import ConfigError
+
 
 class InputError(ValueError):
     """Bad input or settings, with a message that names the file, row or field and the reason."""
 
 
+#: Everything a job reports as ``error: ...`` and exit 2: bad data and paths, and invalid config files
+#: (whose base lives in the config layer, which imports nothing else of the package).
+USER_ERRORS: tuple[type[ValueError], ...] = (InputError, ConfigError)
+
+
 def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a job's ``main``: an :class:`InputError` becomes ``error: ...`` on stderr and exit status 2."""
+    """Wrap a job's ``main``: a :data:`USER_ERRORS` error becomes ``error: ...`` on stderr and exit status 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
-        except InputError as e:
+        except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
 

@@ -6,6 +6,9 @@ The metric is the mean binary log loss over every (sequence, class) cell, probab
 
 Aggregation lives here too because training's validation metric and scoring must aggregate a
 sequence's images the same way: the seed's geometric mean, or the alternatives the 1st place used.
+That is also why this module sits at the package's top level rather than under ``evaluate/``: training
+(validation), scoring and evaluation all use it, and none of them may import a later stage. numpy and
+pandas only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+#: Probability clip of the competition metric: ``-log(EPS)`` (34.5) is the most one cell can cost.
 EPS = 1e-15
+#: Floor (and ``1 - ceiling``) of a class prior: a class never seen in training still gets a finite
+#: log-odds for the classifier's initial bias and a finite cost in the prior baseline.
+PRIOR_FLOOR = 1e-6
+#: Clip before ``logit(p)`` of float32 probabilities: float32 holds ``1 - 1e-7`` but rounds
+#: ``1 - 1e-15`` to 1, whose logit is infinite.
+LOGIT_EPS = 1e-7
 Aggregate = Literal["gmean", "mean", "empty-gmean"]
 
 
@@ -58,7 +68,13 @@ def per_class_loss(y_true: np.ndarray, p: np.ndarray, classes: Sequence[str], ep
 
 def class_priors(label_matrix: np.ndarray) -> np.ndarray:
     """Each class's frequency among training sequences, clipped away from 0 and 1."""
-    return clip_probs(np.asarray(label_matrix, dtype=np.float64).mean(axis=0), 1e-6)
+    return clip_probs(np.asarray(label_matrix, dtype=np.float64).mean(axis=0), PRIOR_FLOOR)
+
+
+def logit(p: np.ndarray, eps: float = LOGIT_EPS) -> np.ndarray:
+    """``log(p / (1 - p))`` of probabilities clipped to ``[eps, 1 - eps]`` (float64)."""
+    p = clip_probs(p, eps)
+    return np.log(p) - np.log1p(-p)
 
 
 def prior_baseline_loss(train_labels: np.ndarray, eval_labels: np.ndarray) -> float:

@@ -7,8 +7,8 @@ first, with fewer epochs). :func:`trial_recipe` turns a base recipe plus one tri
 the recipe that trial trains; :func:`to_ray_search_space` gives the ``param_space`` for ``ray.tune``.
 
 As for recipes, every model forbids unknown keys and an invalid file raises
-:class:`~camtrap.recipe.RecipeError` whose message names the file and gives one line per problem, each
-starting with the field path (``parameters.lr.low``); the lines come from the recipe module's formatter.
+:class:`TuneSpaceError` whose message names the file and gives one line per problem, each
+starting with the field path (``parameters.lr.low``); the lines come from :mod:`camtrap.config.errors`.
 
 Shipped spaces live in the repository's top-level ``tune_spaces/<name>.yaml``; :func:`load_tune_space`
 takes either a path or such a bare name.
@@ -19,28 +19,17 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from camtrap.recipe import (
-    _SAFE_NAME,
-    Recipe,
-    RecipeError,
-    format_validation_error,
-    read_yaml,
-    resolve_yaml_path,
-)
+from camtrap.config.base import SAFE_NAME, ConfigFile, StrictModel
+from camtrap.config.errors import ConfigError
+from camtrap.config.loading import available, read_yaml, resolve_yaml_path
+from camtrap.config.recipe import Recipe
 
 #: Folder of the shipped search spaces (``load_tune_space("cpu_smoke")``), at the repository's top level.
-TUNE_SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
+TUNE_SPACES_DIR = Path(__file__).resolve().parents[3] / "tune_spaces"
 
 #: Tunable per-stage fields of :class:`camtrap.recipe.StageConfig`.
 STAGE_PARAMETERS: tuple[str, ...] = ("lr", "min_lr", "warmup_epochs", "crop_ratio", "batch_size")
@@ -56,8 +45,8 @@ _CONTINUOUS = ("loguniform", "uniform", "quniform")
 StageRef = int | str
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class TuneSpaceError(ConfigError):
+    """A tune-space file is invalid, or does not fit the recipe it is applied to."""
 
 
 def _finite(v: float | None) -> float | None:
@@ -85,7 +74,7 @@ def _one_stage_as_list(v: Any) -> Any:
     return v
 
 
-class ParamSpec(_Strict):
+class ParamSpec(StrictModel):
     """One sampled setting: a distribution and the stages it applies to.
 
     ``loguniform`` / ``uniform`` need ``low < high`` (``low > 0`` for loguniform); ``quniform`` also
@@ -153,7 +142,7 @@ class ParamSpec(_Strict):
         return v
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(StrictModel):
     """Trial scheduler: ASHA early stopping (per reported epoch) or none (every trial runs its budget)."""
 
     type: Literal["asha", "none"] = "asha"
@@ -170,14 +159,14 @@ class SchedulerConfig(_Strict):
         return v
 
 
-class SearchConfig(_Strict):
+class SearchConfig(StrictModel):
     """Search algorithm: random sampling (Ray Tune's default variant generator)."""
 
     algorithm: Literal["random"] = "random"
     seed: int | None = None
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(StrictModel):
     """What one trial trains: a subset of the recipe's stages (in recipe order), optionally shortened."""
 
     stages: list[StageRef] = Field(default_factory=lambda: [0], min_length=1, description="default: first")
@@ -186,7 +175,7 @@ class BudgetConfig(_Strict):
     _one_stage = field_validator("stages", mode="before")(_one_stage_as_list)
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(StrictModel):
     """Per-trial Ray Train workers."""
 
     num_workers: int = Field(default=2, ge=1)
@@ -194,10 +183,13 @@ class ResourcesConfig(_Strict):
     use_gpu: bool = False
 
 
-class TuneSpace(_Strict):
+class TuneSpace(ConfigFile):
     """A Ray Tune search space over recipe settings. See ``tune_spaces/*.yaml`` for annotated examples."""
 
-    name: str = Field(pattern=_SAFE_NAME)
+    kind: ClassVar[str] = "tune space"
+    error_class: ClassVar[type[ConfigError]] = TuneSpaceError
+
+    name: str = Field(pattern=SAFE_NAME)
     parameters: dict[str, ParamSpec] = Field(min_length=1)
     metric: str = Field(default="val_metric", min_length=1)
     mode: Literal["min", "max"] = "min"
@@ -232,16 +224,8 @@ class TuneSpace(_Strict):
         return v
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> TuneSpace:
-        """Validate plain data; :class:`RecipeError` naming ``source`` on failure."""
-        if not isinstance(data, dict):
-            raise RecipeError(
-                f"{source}: a tune space must be a mapping of keys to values, got {type(data).__name__}"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            raise RecipeError(_format(e, source)) from None
+    def error_root(cls) -> type[BaseModel]:
+        return _ErrorShape
 
 
 # The recipe formatter finds the model under an error's path to list allowed keys; ``parameters`` is a
@@ -254,28 +238,23 @@ _ParametersShape = create_model(
 _ErrorShape = create_model("_ErrorShape", __base__=TuneSpace, parameters=(_ParametersShape, ...))
 
 
-def _format(error: ValidationError, source: str) -> str:
-    text = format_validation_error(error, source, root=_ErrorShape)
-    return text.replace(": invalid recipe (", ": invalid tune space (", 1)
-
-
 # --------------------------------------------------------------------------------------------- files
 
 
 def available_tune_spaces() -> list[str]:
     """Names of the shipped search spaces (``tune_spaces/*.yaml``)."""
-    return sorted(p.stem for p in TUNE_SPACES_DIR.glob("*.yaml"))
+    return available(TUNE_SPACES_DIR)
 
 
 def resolve_tune_space_path(path_or_name: str | Path) -> Path:
     """A path to a YAML file, or a bare shipped name (``"cpu_smoke"``) -> its file."""
-    return resolve_yaml_path(path_or_name, TUNE_SPACES_DIR, "tune space", "shipped")
+    return resolve_yaml_path(path_or_name, TUNE_SPACES_DIR, "tune space", "shipped", TuneSpaceError)
 
 
 def load_tune_space(path_or_name: str | Path) -> TuneSpace:
-    """Read and validate a search space from a YAML file or a shipped name; :class:`RecipeError` if invalid."""
+    """Read and validate a search space from a YAML file or a shipped name; :class:`TuneSpaceError` if invalid."""
     path = resolve_tune_space_path(path_or_name)
-    return TuneSpace.from_dict(read_yaml(path), source=str(path))
+    return TuneSpace.from_dict(read_yaml(path, TuneSpaceError), source=str(path))
 
 
 # --------------------------------------------------------------------------------------------- Ray Tune
@@ -302,7 +281,7 @@ def to_ray_search_space(space: TuneSpace) -> dict[str, Any]:
 
 
 def _stage_indices(recipe: Recipe, refs: Literal["all"] | list[StageRef], where: str) -> list[int]:
-    """Indices into ``recipe.stages`` (sorted, unique) for stage names / indices; RecipeError if unknown."""
+    """Indices into ``recipe.stages`` (sorted, unique) for stage names / indices; TuneSpaceError if unknown."""
     n = len(recipe.stages)
     if refs == "all":
         return list(range(n))
@@ -311,7 +290,7 @@ def _stage_indices(recipe: Recipe, refs: Literal["all"] | list[StageRef], where:
     for ref in refs:
         if isinstance(ref, int):
             if not -n <= ref < n:
-                raise RecipeError(
+                raise TuneSpaceError(
                     f"{where}: stage index {ref} out of range (recipe '{recipe.name}' has {n} stages)"
                 )
             found.add(ref % n)
@@ -320,14 +299,14 @@ def _stage_indices(recipe: Recipe, refs: Literal["all"] | list[StageRef], where:
         else:
             close = difflib.get_close_matches(ref, [str(x) for x in names], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise RecipeError(
+            raise TuneSpaceError(
                 f"{where}: unknown stage '{ref}'{hint} (recipe '{recipe.name}' has stages: {', '.join(names)})"
             )
     return sorted(found)
 
 
 def validate_against_recipe(space: TuneSpace, recipe: Recipe) -> None:
-    """RecipeError if a parameter's ``stages`` or ``budget.stages`` name a stage the recipe lacks."""
+    """TuneSpaceError if a parameter's ``stages`` or ``budget.stages`` name a stage the recipe lacks."""
     for name, p in space.parameters.items():
         _stage_indices(recipe, p.stages, f"tune space '{space.name}': parameters.{name}.stages")
     _stage_indices(recipe, space.budget.stages, f"tune space '{space.name}': budget.stages")
@@ -338,7 +317,7 @@ def _as_value(name: str, value: Any) -> Any:
         try:
             return round(float(value))
         except (TypeError, ValueError):
-            raise RecipeError(f"parameter batch_size: expected a number, got {value!r}") from None
+            raise TuneSpaceError(f"parameter batch_size: expected a number, got {value!r}") from None
     return value
 
 
@@ -348,7 +327,7 @@ def apply_params(recipe: Recipe, space: TuneSpace, params: dict[str, Any]) -> Re
     ``params`` holds exactly the space's parameters (a trial's config). Stage settings go on the stages
     each parameter applies to; ``weight_decay`` goes on ``recipe.optimizer``; ``batch_size`` is rounded
     to an int (``quniform`` samples floats). Unknown or missing keys, unknown stages, or values the recipe
-    rejects (``min_lr`` above ``lr``, ...) raise :class:`RecipeError`.
+    rejects (``min_lr`` above ``lr``, ...) raise :class:`TuneSpaceError` / :class:`RecipeError`.
     """
     extra = sorted(set(params) - set(space.parameters))
     missing = sorted(set(space.parameters) - set(params))
@@ -358,7 +337,7 @@ def apply_params(recipe: Recipe, space: TuneSpace, params: dict[str, Any]) -> Re
             parts.append(f"not in the space: {', '.join(extra)}")
         if missing:
             parts.append(f"missing: {', '.join(missing)}")
-        raise RecipeError(
+        raise TuneSpaceError(
             f"tune space '{space.name}': params do not match its parameters ({'; '.join(parts)})"
         )
     data = recipe.model_dump(mode="python")

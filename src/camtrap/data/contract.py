@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from camtrap.classes import COMPETITION_CLASSES, DATETIME, FILE_NAME, SEQ_ID, classes_from_header
+from camtrap.data.classes import COMPETITION_CLASSES, DATETIME, FILE_NAME, SEQ_ID, classes_from_header
 from camtrap.errors import InputError
 
 #: Column holding the metadata file a row came from, and its line there.

@@ -2,7 +2,7 @@
 
 Ray 2.60 runs Ray Train V2, where a ``TorchTrainer`` cannot be handed to a ``Tuner`` directly. Each
 trial is a Tune *function trainable* that builds the trial's recipe and calls the very same
-:func:`camtrap.training.run_training` as ``train.py``, with Ray Train's ``TuneReportCallback`` in the
+:func:`camtrap.train.driver.run_training` as ``train.py``, with Ray Train's ``TuneReportCallback`` in the
 trainer's run config: every epoch's report reaches Tune, so ASHA can stop weak trials early.
 
 The trial's driver function reserves a sliver of CPU (it only waits on its trainer); concurrency is
@@ -20,55 +20,24 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from camtrap import storage
-from camtrap.data import load_training_table
-from camtrap.errors import InputError
-from camtrap.recipe import Recipe, dump_recipe
-from camtrap.tune_space import (
+from camtrap.config.recipe import Recipe, dump_recipe
+from camtrap.config.tune_space import (
     TuneSpace,
     apply_params,
     scheduler_max_t,
     to_ray_search_space,
     trial_epochs,
-    trial_recipe,
     validate_against_recipe,
 )
-
-SWEEP_NAME = "sweep"
+from camtrap.data import storage
+from camtrap.errors import InputError
+from camtrap.run_layout import SWEEP_NAME, SweepLayout
+from camtrap.train.dataset import load_training_table
+from camtrap.tune.trainable import TRIAL_CPU, tune_trial
 
 
 class SweepError(InputError):
     """A sweep that cannot run on this Ray cluster, with the reason."""
-
-#: CPU held by a trial's driver function: it only waits on its trainer (Tune refuses an empty bundle).
-TRIAL_CPU = 0.05
-
-
-def tune_trial(config: dict, base: dict, space: dict, data: dict) -> None:
-    """One trial: the space's sampled ``config`` applied to the base recipe, trained like ``train.py``."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from camtrap.runtime import cpus_per_actor
-    from camtrap.training import run_training
-
-    space_model = TuneSpace.model_validate(space)
-    recipe = trial_recipe(Recipe.model_validate(base), space_model, config)
-    res = space_model.resources
-    # Slack beyond the trial's own bundles: a finished trial's actors can take a moment to release their
-    # CPU, and a worker group that needs every last CPU would wait for them forever.
-    cpus = res.cpus_per_worker or cpus_per_actor(res.num_workers, res.use_gpu, reserve=TRIAL_CPU + 0.25)
-    run_training(
-        recipe,
-        out_dir=tune.get_context().get_trial_dir(),
-        num_workers=res.num_workers,
-        use_gpu=res.use_gpu,
-        cpus_per_worker=cpus,
-        max_failures=0,
-        callbacks=[TuneReportCallback()],
-        **data,
-    )
-
 
 @dataclass
 class SweepSummary:
@@ -87,8 +56,8 @@ class SweepSummary:
             f"tune: {self.trials} trials ({self.completed} completed, {self.stopped_early} stopped early by the "
             f"scheduler, {self.failed} failed) in {self.seconds:.0f}s\n"
             f"  best {self.metric}: {self.best_metric:.5f} with {self.best_params}\n"
-            f"  results: {storage.join(self.out_dir, 'results.csv')}\n"
-            f"  best recipe: {storage.join(self.out_dir, 'best_recipe.yaml')} (use it as train.py --recipe)"
+            f"  results: {SweepLayout(self.out_dir).results}\n"
+            f"  best recipe: {SweepLayout(self.out_dir).best_recipe} (use it as train.py --recipe)"
         )
 
 
@@ -108,7 +77,7 @@ def run_sweep(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from camtrap.runtime import state_api_available
-    from camtrap.training import recipe_classes
+    from camtrap.train.driver import recipe_classes
 
     if not state_api_available():
         raise SweepError(
@@ -193,13 +162,13 @@ def summarize_sweep(grid, space: TuneSpace, recipe: Recipe, out_dir: str) -> Swe
     summary = SweepSummary(out_dir=out_dir, metric=space.metric, trials=len(results))
     for status in ("completed", "stopped_early", "failed"):
         setattr(summary, status, int((results["status"] == status).sum()))
-    results.to_csv(storage.join(out_dir, "results.csv"), index=False)
+    storage.write_bytes_atomic(SweepLayout(out_dir).results, results.to_csv(index=False).encode())
     scored = results.dropna(subset=[best_col])
     if len(scored):
         best_row = scored.loc[scored[best_col].idxmin() if space.mode == "min" else scored[best_col].idxmax()]
         summary.best_metric = float(best_row[best_col])
         summary.best_params = {k[len("param_"):]: _plain(v) for k, v in best_row.items() if k.startswith("param_")}
-        dump_recipe(apply_params(recipe, space, summary.best_params), storage.join(out_dir, "best_recipe.yaml"))
+        dump_recipe(apply_params(recipe, space, summary.best_params), SweepLayout(out_dir).best_recipe)
     return summary
 
 

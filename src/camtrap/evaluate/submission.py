@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from camtrap import storage
-from camtrap.classes import SEQ_ID
-from camtrap.contract import ContractError, read_csv_file, read_labels
+from camtrap.data import storage
+from camtrap.data.classes import SEQ_ID
+from camtrap.data.contract import ContractError, read_csv_file, read_labels
 from camtrap.metrics import EPS, competition_loss, per_class_loss
 
 #: How many offending seq_ids or cells an error message lists before "... and N more".
@@ -263,9 +263,9 @@ def prior_baseline(model_path: str, labels_path: str) -> float:
 
     The yardstick a trained model must beat: it knows only how often each class occurs.
     """
-    from camtrap.training import read_state_file
+    from camtrap.model_file import read_model_file
 
-    state = read_state_file(model_path)
+    state = read_model_file(model_path)
     priors = dict(zip(state["classes"], state["priors"]))
     labels = read_labels(labels_path, classes=None, strict=True)
     missing = [c for c in labels.classes if c not in priors]

@@ -36,25 +36,19 @@ import pandas as pd
 import psutil
 import torch
 
-from camtrap import storage
-from camtrap.classes import COMPETITION_CLASSES, FILE_NAME, SEQ_ID
-from camtrap.contract import read_metadata
-from camtrap.data import TARGET, TrainingTable, load_training_table, split_validation
+from camtrap.config.recipe import Recipe, load_recipe
+from camtrap.data import storage
+from camtrap.data.classes import COMPETITION_CLASSES, FILE_NAME, SEQ_ID
+from camtrap.data.contract import read_metadata
+from camtrap.data.imageio import ImageDecodeError, decode_image, load_resized, resize_long_side
+from camtrap.data.prepare import PrepareSettings, prepare_images, prepare_one
 from camtrap.errors import InputError
-from camtrap.imageio import ImageDecodeError, decode_image, load_resized, resize_long_side
 from camtrap.metrics import class_priors
-from camtrap.prepare import PrepareSettings, prepare_images, prepare_one
-from camtrap.recipe import Recipe, load_recipe
 from camtrap.runtime import cpus_per_actor
-from camtrap.training import (
-    create_optimizer,
-    pad_batch,
-    recipe_classes,
-    resolve_amp,
-    run_training,
-    save_model_file,
-    worker_resources,
-)
+from camtrap.train.dataset import TARGET, TrainingTable, load_training_table, split_validation
+from camtrap.model_file import save_model_file
+from camtrap.train.driver import recipe_classes, run_training, worker_resources
+from camtrap.train.loop import create_optimizer, pad_batch, resolve_amp
 
 
 @dataclass
@@ -313,7 +307,7 @@ def train_setup(
     """Resolve the rows, priors, normalisation and resources exactly as :func:`run_training` will."""
     import ray
 
-    from camtrap.models import create_classifier, model_normalization
+    from camtrap.train.models import create_classifier, model_normalization
 
     table = load_training_table(metadata, labels, images_dir, recipe_classes(recipe))
     train_rows, val_rows = split_validation(table, recipe.validation)
@@ -396,9 +390,9 @@ def _plain_ddp_worker(rank: int, cfg: dict) -> None:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from camtrap.augment import DeviceNormalizer, eval_transform, train_transform
-    from camtrap.models import create_classifier, forward_by_shape, init_head_bias, train_mode
-    from camtrap.schedule import build_scheduler
+    from camtrap.train.augment import DeviceNormalizer, eval_transform, train_transform
+    from camtrap.train.models import create_classifier, forward_by_shape, init_head_bias, train_mode
+    from camtrap.train.schedule import build_scheduler
 
     recipe = Recipe.model_validate(cfg["recipe"])
     stage = recipe.stages[0]
@@ -635,8 +629,8 @@ def format_train(result: dict) -> str:
 
 def untrained_model_file(path: str, long_side: int, arch: str = "resnet10t", seed: int = 0) -> str:
     """A ``model.pt`` with random weights and priors, as ``train.py`` writes one: scoring costs the same."""
-    from camtrap.augment import IMAGENET_MEAN, IMAGENET_STD
-    from camtrap.models import create_classifier
+    from camtrap.train.augment import IMAGENET_MEAN, IMAGENET_STD
+    from camtrap.train.models import create_classifier
 
     torch.manual_seed(seed)
     model = create_classifier(arch, num_classes=len(COMPETITION_CLASSES))
@@ -649,7 +643,7 @@ def untrained_model_file(path: str, long_side: int, arch: str = "resnet10t", see
 
 def plain_predict(model_path: str, frame: pd.DataFrame, images_dir: str, batch_size: int = 16,
                   device: str = "cpu") -> pd.DataFrame:
-    """The baseline a user would write in one process, written apart from :mod:`camtrap.scoring`.
+    """The baseline a user would write in one process, written apart from :mod:`camtrap.infer.predict`.
 
     Per batch of ``batch_size`` rows: decode with the preparation rule (long side 512, as
     ``frames.decode_batch``), resize to the model's inference long side (as ``FlipTTAPredictor``),
@@ -658,8 +652,8 @@ def plain_predict(model_path: str, frame: pd.DataFrame, images_dir: str, batch_s
     per ``seq_id`` (metadata order; a sequence with no decodable image gets the priors), the model's
     class columns. Runs at fp32, as the platform's predictor does.
     """
-    from camtrap.imageio import PREPARE_LONG_SIDE
-    from camtrap.scoring import SUBMISSION_EPS
+    from camtrap.data.imageio import PREPARE_LONG_SIDE
+    from camtrap.infer.predict import SUBMISSION_EPS
 
     state = torch.load(model_path, map_location="cpu", weights_only=True)
     classes = list(state["classes"])
@@ -698,7 +692,7 @@ def plain_predict(model_path: str, frame: pd.DataFrame, images_dir: str, batch_s
 
 
 def _model_from_state(state: dict):
-    from camtrap.models import create_classifier
+    from camtrap.train.models import create_classifier
 
     model = create_classifier(state["recipe"]["model"], num_classes=len(state["classes"]), pretrained=None)
     model.load_state_dict(state["model"])
@@ -729,7 +723,7 @@ def bench_predict(
     does not. So each side also runs on ``scale`` x N images (hard-linked copies): the *steady* rate
     is the extra images over the extra time, and the fixed cost what the N run spent beyond it.
     """
-    from camtrap.scoring import predict
+    from camtrap.infer.predict import predict
 
     check_device(device)
     use_gpu = device == "cuda"
@@ -1000,7 +994,7 @@ def bench_memory(
     (images per Ray Data task) is each job's own default unless given. Ray must have been started by
     this process.
     """
-    from camtrap.scoring import predict
+    from camtrap.infer.predict import predict
 
     _require_local_ray()
     root = tempfile.mkdtemp(prefix="camtrap-bench-memory-")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from camtrap import storage
-from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.imageio import PREPARE_LONG_SIDE, ImageDecodeError, load_resized
+from camtrap.data import storage
+from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.imageio import PREPARE_LONG_SIDE, ImageDecodeError, load_resized
 
 IMAGE = "image"
 ERROR = "error"

@@ -26,17 +26,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from camtrap import storage
-from camtrap.augment import DeviceNormalizer
-from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.contract import read_metadata
+from camtrap import model_file
+from camtrap.data import storage
+from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.contract import read_metadata
+from camtrap.data.frames import ERROR, IMAGE, decode_batch
+from camtrap.data.imageio import resize_long_side
+from camtrap.data.resume import PartLog
 from camtrap.errors import InputError
-from camtrap.frames import ERROR, IMAGE, decode_batch
-from camtrap.imageio import resize_long_side
 from camtrap.metrics import Aggregate, aggregate, aggregate_by_sequence
-from camtrap.models import forward_by_shape
-from camtrap.resume import PartLog
 from camtrap.runtime import cpus_per_actor, frame_dataset
+from camtrap.train.augment import DeviceNormalizer
+from camtrap.train.models import forward_by_shape
 
 PARTS_DIR = "predictions"
 #: Submission probabilities are kept this far inside (0, 1).
@@ -80,12 +81,10 @@ class FlipTTAPredictor:
     """Ray Data actor: one model, loaded once per actor, scored with flip TTA at its own long side."""
 
     def __init__(self, model_path: str, column: str, device: str = "auto", threads: int = 1):
-        from camtrap.training import load_model
-
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
-        self.model, meta = load_model(model_path, self.device)
+        self.model, meta = model_file.load_model(model_path, self.device)
         self.long_side = int(meta["inference_long_side"])
         self.norm = DeviceNormalizer(meta["mean"], meta["std"], self.device)
         self.column = column
@@ -107,12 +106,7 @@ class FlipTTAPredictor:
 
 def model_metadata(paths: Sequence[str]) -> list[dict]:
     """Each model file's metadata (weights_only); all must predict the same class list."""
-    from camtrap.training import read_state_file
-
-    metas = []
-    for p in paths:
-        state = read_state_file(p)
-        metas.append({k: v for k, v in state.items() if k != "model"} | {"path": p})
+    metas = [model_file.model_metadata(p) for p in paths]
     classes = metas[0]["classes"]
     for m in metas[1:]:
         if list(m["classes"]) != list(classes):

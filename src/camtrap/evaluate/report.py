@@ -35,12 +35,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from camtrap import storage
-from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.contract import ContractError, Metadata, read_csv_file, read_metadata
+from camtrap.data import storage
+from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.contract import ContractError, Metadata, read_csv_file, read_metadata
+from camtrap.data.imageio import ImageDecodeError, decode_image
 from camtrap.errors import InputError
-from camtrap.evaluate import EvaluationResult, evaluate_submission, write_report
-from camtrap.imageio import ImageDecodeError, decode_image
+from camtrap.evaluate.submission import EvaluationResult, evaluate_submission, write_report
 from camtrap.metrics import log_loss_cells
 
 # Columns of a run's metrics.csv: the keys of camtrap.training._epoch_metrics (tests check they still are).

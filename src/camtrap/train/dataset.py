@@ -2,7 +2,7 @@
 
 The table side (pandas, in the driver) joins metadata, labels and the preparation manifest, records
 every row it cannot use, and splits off validation by whole sequences. The pipeline side (Ray Data)
-reads each image, decodes it with :mod:`camtrap.imageio` and applies the stage's transform in Ray
+reads each image, decodes it with :mod:`camtrap.data.imageio` and applies the stage's transform in Ray
 tasks, so CPU decoding scales apart from the training workers. Images travel to the workers as
 uint8 HWC arrays (4x smaller than float32); normalisation happens on the worker's device.
 """
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from camtrap import storage
-from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.contract import RowIssue, check_coverage, read_labels, read_metadata
+from camtrap.data import storage
+from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.contract import RowIssue, check_coverage, read_labels, read_metadata
+from camtrap.data.imageio import ImageDecodeError, decode_image
 from camtrap.errors import InputError
-from camtrap.imageio import ImageDecodeError, decode_image
 from camtrap.runtime import frame_dataset
 
 log = logging.getLogger(__name__)

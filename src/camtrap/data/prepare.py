@@ -22,11 +22,17 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from camtrap import storage
-from camtrap.classes import FILE_NAME, SEQ_ID
-from camtrap.contract import LINE, SOURCE, Metadata, read_metadata
-from camtrap.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE, ImageDecodeError, encode_jpeg, load_resized
-from camtrap.resume import PartLog
+from camtrap.data import storage
+from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.contract import LINE, SOURCE, Metadata, read_metadata
+from camtrap.data.imageio import (
+    DEFAULT_MAX_PIXELS,
+    PREPARE_LONG_SIDE,
+    ImageDecodeError,
+    encode_jpeg,
+    load_resized,
+)
+from camtrap.data.resume import PartLog
 from camtrap.runtime import frame_dataset
 
 STATE_DIR = "_prepare_state"
@@ -107,7 +113,7 @@ def _existing_outputs(out_dir: str) -> set[str]:
     if not fs.exists(inner):
         return set()
     root = inner.rstrip("/") + "/"
-    return {p[len(root):] if p.startswith(root) else p for p in fs.find(inner)}
+    return {p.removeprefix(root) for p in fs.find(inner)}
 
 
 def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:

@@ -17,14 +17,14 @@ must hold one size (the Serengeti frames are all 4:3).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from camtrap.imageio import resize_long_side
+from camtrap.config.recipe import crop_long_side
+from camtrap.data.imageio import resize_long_side
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -32,25 +32,6 @@ if TYPE_CHECKING:
 #: timm's ImageNet defaults, used when a model declares no normalisation.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-def crop_long_side(long_side: int, crop_ratio: float) -> int:
-    """Long side of the train crop: ``long_side / crop_ratio`` rounded to the nearest multiple of 16.
-
-    With the seed's 1.14 this reproduces the 2nd-place table exactly: 296 -> 256, 360 -> 320,
-    480 -> 416. Halves round up (``floor(x + 0.5)``), not to even as Python's ``round`` would.
-    """
-    if long_side < 16:
-        raise ValueError(f"long_side must be at least 16, got {long_side}")
-    if not (crop_ratio >= 1.0 and math.isfinite(crop_ratio)):
-        raise ValueError(f"crop_ratio must be a finite number >= 1.0, got {crop_ratio}")
-    crop = math.floor(long_side / crop_ratio / 16 + 0.5) * 16
-    if crop < 16:
-        raise ValueError(
-            f"crop long side for long_side {long_side} and crop_ratio {crop_ratio} rounds to {crop} px; "
-            f"it must be at least 16 (lower crop_ratio or raise long_side)"
-        )
-    return crop
 
 
 def crop_size(width: int, height: int, crop_long: int) -> tuple[int, int]:

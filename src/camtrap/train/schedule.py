@@ -18,7 +18,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from camtrap.recipe import StageConfig
+from camtrap.config.recipe import StageConfig
 
 
 def warmup_cosine_lr(

@@ -2,32 +2,30 @@
 
 A recipe is data, as in the 2nd-place code: the model, where its weights come from, what is frozen, the
 optimizer, the validation split and a list of stages (progressive resizing). Each stage is a separate
-fit that starts from the previous stage's best checkpoint; :mod:`camtrap.training` runs the list.
+fit that starts from the previous stage's best checkpoint; :mod:`camtrap.train.driver` runs the list.
 
 Every model forbids unknown keys, so a typo (``lrr: 0.01``) is an error rather than a silently ignored
 setting. An invalid file raises :class:`RecipeError`; its message names the file and gives one line
 per problem, each starting with the field path (``stages.1.lr``) so the user knows what to edit.
 
-Packaged recipes live in ``camtrap/recipes/<name>.yaml``; :func:`load_recipe` takes either a path or
-such a bare name.
+Packaged recipes live in ``camtrap/config/recipes/<name>.yaml``; :func:`load_recipe` takes either a path or
+such a bare name. ``--set`` overrides are in :mod:`camtrap.config.overrides`.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from camtrap.augment import crop_long_side
-from camtrap.errors import InputError
+from camtrap.config.base import SAFE_NAME, ConfigFile, StrictModel
+from camtrap.config.errors import ConfigError, short_repr
+from camtrap.config.loading import available, read_yaml, resolve_yaml_path
 
 #: Folder of the packaged recipes (``load_recipe("cpu_tiny")``).
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -38,27 +36,39 @@ WEIGHT_FILE_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".safetensors")
 #: ``pretrained`` value meaning "the timm model's default pretrained tag".
 TIMM_DEFAULT = "timm"
 
-_SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 
-
-class RecipeError(InputError):
+class RecipeError(ConfigError):
     """A recipe file or override is invalid; the message names the source and each bad field."""
 
 
-class _Strict(BaseModel):
-    """Base: unknown keys are errors, assignments are validated too."""
+def crop_long_side(long_side: int, crop_ratio: float) -> int:
+    """Long side of the train crop: ``long_side / crop_ratio`` rounded to the nearest multiple of 16.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    With the seed's 1.14 this reproduces the 2nd-place table exactly: 296 -> 256, 360 -> 320,
+    480 -> 416. Halves round up (``floor(x + 0.5)``), not to even as Python's ``round`` would. It lives
+    with the recipe because a stage whose crop would be empty is an invalid recipe, refused on load.
+    """
+    if long_side < 16:
+        raise ValueError(f"long_side must be at least 16, got {long_side}")
+    if not (crop_ratio >= 1.0 and math.isfinite(crop_ratio)):
+        raise ValueError(f"crop_ratio must be a finite number >= 1.0, got {crop_ratio}")
+    crop = math.floor(long_side / crop_ratio / 16 + 0.5) * 16
+    if crop < 16:
+        raise ValueError(
+            f"crop long side for long_side {long_side} and crop_ratio {crop_ratio} rounds to {crop} px; "
+            f"it must be at least 16 (lower crop_ratio or raise long_side)"
+        )
+    return crop
 
 
-class StageConfig(_Strict):
+class StageConfig(StrictModel):
     """One progressive-resizing stage: a separate fit from the previous stage's best checkpoint.
 
     Field order matters: ``lr`` and ``epochs`` come before the fields checked against them, so the
     cross-field errors point at ``min_lr`` / ``warmup_epochs`` themselves.
     """
 
-    name: str | None = Field(default=None, pattern=_SAFE_NAME, description="default: stage{i}")
+    name: str | None = Field(default=None, pattern=SAFE_NAME, description="default: stage{i}")
     long_side: int = Field(ge=32, description="resize the long side to this (the seed's rule)")
     crop_ratio: float = Field(default=1.14, ge=1.0, description="train crop long side = long_side / ratio")
     batch_size: int = Field(ge=1, description="per worker")
@@ -96,7 +106,7 @@ class StageConfig(_Strict):
         return v
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     """SGD as the 2nd-place code ran it (momentum 0.9, weight decay 1e-4, no Nesterov), or AdamW.
 
     AdamW is for training from scratch in minutes (``cpu_tiny``): the loss averages over every class, so
@@ -114,7 +124,7 @@ class OptimizerConfig(_Strict):
 ValidationKind = Literal["prefix", "fraction", "files"]
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(StrictModel):
     """Which images are held out. Exactly one kind:
 
     * ``prefix``: every ``file_name`` starting with it (the seed held out season 10: ``"S10/"``);
@@ -162,10 +172,13 @@ class ValidationConfig(_Strict):
         return "files"
 
 
-class Recipe(_Strict):
-    """A full training recipe. See ``camtrap/recipes/*.yaml`` for annotated examples."""
+class Recipe(ConfigFile):
+    """A full training recipe. See ``camtrap/config/recipes/*.yaml`` for annotated examples."""
 
-    name: str = Field(pattern=_SAFE_NAME)
+    kind: ClassVar[str] = "recipe"
+    error_class: ClassVar[type[ConfigError]] = RecipeError
+
+    name: str = Field(pattern=SAFE_NAME)
     model: str = Field(min_length=1, description="timm model name")
     pretrained: str | None = Field(
         default=None,
@@ -279,18 +292,6 @@ class Recipe(_Strict):
         """Plain data (JSON/YAML types), every setting explicit; unset optional fields are left out."""
         return self.model_dump(mode="json", exclude_none=True)
 
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> Recipe:
-        """Validate plain data; :class:`RecipeError` naming ``source`` on failure."""
-        if not isinstance(data, dict):
-            raise RecipeError(
-                f"{source}: a recipe must be a mapping of keys to values, got {type(data).__name__}"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            raise RecipeError(format_validation_error(e, source)) from None
-
 
 def pretrained_kind(pretrained: str | None) -> Literal["none", "timm", "file", "tag"]:
     """Classify a ``pretrained`` value: random init, timm's default tag, a local file, or a named tag."""
@@ -310,127 +311,23 @@ def pretrained_tag_name(model: str, tag: str) -> str:
     return f"{model.split('.', 1)[0]}.{tag}"
 
 
-# --------------------------------------------------------------------------------------------- errors
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Optional/Union-with-None so the model class of a field can be found."""
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _unwrap(args[0]) if len(args) == 1 else annotation
-    return annotation
-
-
-def _model_at(loc: tuple[Any, ...], root: type[BaseModel] = Recipe) -> type[BaseModel] | None:
-    """The pydantic model class found at ``loc`` (e.g. ``("stages", 0)`` -> StageConfig), or None."""
-    current: Any = root
-    for part in loc:
-        if isinstance(part, int):
-            if typing.get_origin(current) is list:
-                current = _unwrap(typing.get_args(current)[0])
-                continue
-            return None
-        if (
-            not (isinstance(current, type) and issubclass(current, BaseModel))
-            or part not in current.model_fields
-        ):
-            return None
-        current = _unwrap(current.model_fields[part].annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_OWN_ERRORS = ("unknown_model", "unknown_tag", "pretrained_arch")
-
-
-def _error_line(err: dict[str, Any], root: type[BaseModel]) -> str:
-    loc = tuple(err["loc"])
-    path = ".".join(str(p) for p in loc) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], root)
-        allowed = sorted(parent.model_fields) if parent is not None else []
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        known = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return f"{path}: unknown key{hint}{known}"
-    msg = err["msg"]
-    msg = msg.removeprefix("Value error, ")
-    if err["type"] == "missing":
-        return f"{path}: required field is missing"
-    value = err.get("input")
-    # pydantic's own messages do not quote the value; ours (ValueError / custom errors) already do.
-    if (
-        not isinstance(value, (dict, list))
-        and err["type"] != "value_error"
-        and err["type"] not in _OWN_ERRORS
-    ):
-        msg = f"{msg} (got {_short(value)})"
-    return f"{path}: {msg}"
-
-
-def format_validation_error(error: ValidationError, source: str, root: type[BaseModel] = Recipe) -> str:
-    """One line per problem, each starting with the dotted field path, under a line naming the source."""
-    lines = [_error_line(err, root) for err in error.errors()]
-    return f"{source}: invalid recipe ({len(lines)} problem{'s' if len(lines) != 1 else ''}):\n" + "\n".join(
-        f"  {line}" for line in lines
-    )
-
-
 # --------------------------------------------------------------------------------------------- files
 
 
 def available_recipes() -> list[str]:
-    """Names of the packaged recipes (``camtrap/recipes/*.yaml``)."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def resolve_yaml_path(path_or_name: str | Path, folder: Path, kind: str, label: str) -> Path:
-    """A path to a YAML file, or a bare name of one in ``folder`` -> its file.
-
-    Shared by recipes (``packaged`` in ``camtrap/recipes``) and tune spaces (``shipped`` in
-    ``tune_spaces/``), so both accept and refuse the same things with the same messages.
-    """
-    text = str(path_or_name)
-    path = Path(text)
-    looks_like_path = path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text or path.exists()
-    if looks_like_path:
-        if not path.is_file():
-            raise RecipeError(f"{text}: {kind} file not found")
-        return path
-    named = folder / f"{text}.yaml"
-    if not named.is_file():
-        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-        raise RecipeError(f"{text}: no such {kind} file, and not a {label} name in {folder} ({label}: {names})")
-    return named
-
-
-def read_yaml(path: Path) -> Any:
-    """The parsed YAML of a config file; :class:`RecipeError` naming the file if unreadable or empty."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read: {e}") from None
-    if data is None:
-        raise RecipeError(f"{path}: the file is empty")
-    return data
+    """Names of the packaged recipes (``camtrap/config/recipes/*.yaml``)."""
+    return available(RECIPES_DIR)
 
 
 def resolve_recipe_path(path_or_name: str | Path) -> Path:
     """A path to a YAML file, or a bare packaged name (``"cpu_tiny"``) -> its file."""
-    return resolve_yaml_path(path_or_name, RECIPES_DIR, "recipe", "packaged")
+    return resolve_yaml_path(path_or_name, RECIPES_DIR, "recipe", "packaged", RecipeError)
 
 
 def load_recipe(path_or_name: str | Path) -> Recipe:
     """Read and validate a recipe from a YAML file or a packaged name; :class:`RecipeError` if invalid."""
     path = resolve_recipe_path(path_or_name)
-    return Recipe.from_dict(read_yaml(path), source=str(path))
+    return Recipe.from_dict(read_yaml(path, RecipeError), source=str(path))
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> Path:
@@ -455,85 +352,4 @@ def recipe_changes(old: Any, new: Any, path: str = "") -> list[str]:
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [c for i, (a, b) in enumerate(zip(old, new)) for c in recipe_changes(a, b, f"{path}.{i}")]
-    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
-
-
-# --------------------------------------------------------------------------------------------- overrides
-
-_VALIDATION_KINDS = {
-    "prefix": ("fraction", "metadata", "labels"),
-    "fraction": ("prefix", "metadata", "labels"),
-    "metadata": ("prefix", "fraction"),
-    "labels": ("prefix", "fraction"),
-}
-
-
-def _parse_override(text: str) -> tuple[list[str | int], Any]:
-    if "=" not in text:
-        raise RecipeError(f"override '{text}': expected KEY=VALUE, e.g. stages.0.lr=0.01")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not p for p in key.split(".")):
-        raise RecipeError(f"override '{text}': empty key or empty part in '{key}'")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"override '{text}': value is not valid YAML: {e}") from None
-    parts: list[str | int] = [int(p) if re.fullmatch(r"-?\d+", p) else p for p in key.split(".")]
-    return parts, value
-
-
-def _set_path(data: dict[str, Any], parts: list[str | int], value: Any, text: str) -> None:
-    """Set ``data[parts...] = value``; every key must be a field of the model found along the path."""
-    node: Any = data
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(str(p) for p in parts[:depth]) or "the recipe"
-        if isinstance(node, list):
-            if not isinstance(part, int):
-                raise RecipeError(f"override '{text}': '{where}' is a list; expected an index, got '{part}'")
-            if not -len(node) <= part < len(node):
-                raise RecipeError(
-                    f"override '{text}': index {part} out of range ({where} has {len(node)} entries)"
-                )
-        elif isinstance(node, dict):
-            model = _model_at(tuple(parts[:depth]))
-            allowed = sorted(model.model_fields) if model is not None else sorted(node)
-            if part not in allowed:
-                close = difflib.get_close_matches(str(part), allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise RecipeError(
-                    f"override '{text}': unknown key '{part}' in {where}{hint} (allowed: {', '.join(allowed)})"
-                )
-        else:
-            raise RecipeError(f"override '{text}': '{where}' is a value, not a mapping or list")
-        if last:
-            node[part] = value
-        else:
-            if isinstance(node, dict) and node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-
-
-def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Recipe:
-    """A new recipe with ``KEY=VALUE`` overrides applied, then re-validated.
-
-    Keys are dotted paths with integer list indices (``stages.0.lr=0.01``); values are parsed as YAML
-    (``amp=off``, ``stages.1={long_side: 128, batch_size: 8, lr: 0.01, epochs: 1}``). Setting one kind of
-    validation split clears the others (``validation.fraction=0.2`` on a prefix recipe switches to a
-    random split), since only one kind may be set. A bad key or value raises :class:`RecipeError`.
-    """
-    data = recipe.model_dump(mode="python")
-    for text in overrides:
-        parts, value = _parse_override(text)
-        _set_path(data, parts, value, text)
-        if (
-            len(parts) == 2
-            and parts[0] == "validation"
-            and parts[1] in _VALIDATION_KINDS
-            and value is not None
-        ):
-            for other in _VALIDATION_KINDS[parts[1]]:
-                data["validation"][other] = None
-    source = f"recipe '{recipe.name}' with overrides {list(overrides)}"
-    return Recipe.from_dict(data, source=source)
+    return [] if old == new else [f"{path}: {short_repr(old)} -> {short_repr(new)}"]

@@ -25,9 +25,10 @@ from timm.models import split_model_name_tag
 from timm.models._manipulate import group_with_matcher
 from torch import nn
 
-from camtrap.augment import IMAGENET_MEAN, IMAGENET_STD
+from camtrap.config.recipe import pretrained_kind, pretrained_tag_name
 from camtrap.errors import InputError
-from camtrap.recipe import pretrained_kind, pretrained_tag_name
+from camtrap.metrics import PRIOR_FLOOR
+from camtrap.train.augment import IMAGENET_MEAN, IMAGENET_STD
 
 _logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def init_head_bias(model: nn.Module, priors: Sequence[float]) -> bool:
     head = unwrap_model(model).get_classifier()
     if not isinstance(head, nn.Linear) or head.bias is None or head.bias.numel() != len(priors):
         return False
-    p = torch.as_tensor(list(priors), dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+    p = torch.as_tensor(list(priors), dtype=torch.float64).clamp(PRIOR_FLOOR, 1 - PRIOR_FLOOR)
     with torch.no_grad():
         head.bias.copy_(torch.log(p) - torch.log1p(-p))
     return True

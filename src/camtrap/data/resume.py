@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from camtrap import storage
+from camtrap.data import storage
 from camtrap.errors import InputError
 
 #: Seconds between flushes of a running job's results: at most this much finished work is redone

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .classes import COMPETITION_CLASSES, DATETIME, EMPTY, FILE_NAME, SEQ_ID
+from camtrap.data.classes import COMPETITION_CLASSES, DATETIME, EMPTY, FILE_NAME, SEQ_ID
 
 __all__ = [
     "DEFAULT_SIZES",

@@ -1,0 +1,125 @@
+"""The one reader and writer of ``model.pt`` and of the weights-only state files training keeps.
+
+``model.pt`` is self-contained: the weights plus everything scoring needs to use them (the recipe, the
+class list, the training class priors, the inference long side, the normalisation). Every file here is
+written with ``torch.save`` and read with ``torch.load(weights_only=True)``, so a crafted pickle is
+refused before any of its objects is built.
+
+torch is imported inside the functions, not at module import: the torch-free parts of the package
+(evaluation, reports) import this module to read a model's priors without paying for torch until
+they actually read a file.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from camtrap.data import storage
+from camtrap.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Written into every ``model.pt``; a file without it is refused as "not a camtrap model file".
+MODEL_FORMAT = "camtrap.model/1"
+#: Keys of a ``model.pt`` besides ``format`` and ``model`` (the weights).
+MODEL_KEYS: tuple[str, ...] = (
+    "recipe", "classes", "priors", "inference_long_side", "mean", "std", "metrics",
+)
+
+__all__ = [
+    "MODEL_FORMAT",
+    "load_model",
+    "read_model_file",
+    "read_state_file",
+    "save_model_file",
+    "state_from_bytes",
+    "state_to_bytes",
+]
+
+
+def state_to_bytes(state: dict[str, Any]) -> bytes:
+    """``torch.save`` of tensors and plain containers, to bytes (for storage URIs and the object store)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def state_from_bytes(blob: bytes) -> dict[str, Any]:
+    """Inverse of :func:`state_to_bytes`; ``weights_only=True``, so a crafted pickle is refused."""
+    import torch
+
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def read_state_file(path: str) -> dict[str, Any]:
+    """Load a ``best.pt``/``model.pt``/checkpoint from a path or URI.
+
+    Only tensors and plain containers load: a file that would run code when unpickled is refused
+    (``InputError`` naming it) before any of its objects is built.
+    """
+    try:
+        return state_from_bytes(storage.read_bytes(path))
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0][:300]
+        raise InputError(f"{path}: refused: not a weights-only checkpoint ({reason})") from None
+
+
+def save_model_file(
+    path: str,
+    weights: dict[str, Any],
+    recipe: dict[str, Any],
+    classes: Sequence[str],
+    priors: Sequence[float],
+    inference_long_side: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Write a self-contained ``model.pt`` atomically: everything scoring needs, loadable with ``weights_only``."""
+    state = {
+        "format": MODEL_FORMAT,
+        "model": weights,
+        "recipe": dict(recipe),
+        "classes": list(classes),
+        "priors": [float(p) for p in priors],
+        "inference_long_side": int(inference_long_side),
+        "mean": [float(m) for m in mean],
+        "std": [float(x) for x in std],
+        "metrics": dict(metrics or {}),
+    }
+    storage.write_bytes_atomic(path, state_to_bytes(state))
+
+
+def read_model_file(path: str) -> dict[str, Any]:
+    """The whole ``model.pt`` as a dict; ``InputError`` naming the file if it is not a camtrap model."""
+    state = read_state_file(path)
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise InputError(f"{path}: not a camtrap model file (format {found!r})")
+    return state
+
+
+def model_metadata(path: str) -> dict[str, Any]:
+    """A ``model.pt``'s metadata (everything but the weights), plus ``path``."""
+    state = read_model_file(path)
+    return {k: v for k, v in state.items() if k != "model"} | {"path": path}
+
+
+def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained classifier from ``model.pt``, in eval mode on ``device``; returns (model, metadata)."""
+    from camtrap.data.classes import EMPTY
+    from camtrap.train.models import create_classifier
+
+    state = read_model_file(path)
+    model = create_classifier(state["recipe"]["model"], num_classes=len(state["classes"]), pretrained=None)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    meta = {k: v for k, v in state.items() if k != "model"}
+    meta["empty_index"] = state["classes"].index(EMPTY) if EMPTY in state["classes"] else None
+    return model, meta
