@@ -16,16 +16,17 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap import cli
 from camtrap.errors import exits_on_input_error
 from camtrap.evaluate.submission import evaluate_submission, format_report, prior_baseline, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.job_parser(__doc__, ray=False)
     p.add_argument(
         "--submission", required=True, help="submission CSV: seq_id and one probability column per class"
     )
-    p.add_argument("--labels", required=True, help="labels CSV: seq_id then one 0/1 column per class")
+    cli.add_labels(p)
     p.add_argument("--report-dir", default=None, help="folder or URI for per_class.csv and summary.json")
     p.add_argument("--top", type=int, default=10, help="how many classes to print (default 10)")
     p.add_argument("--prior-baseline", default=None, metavar="MODEL_PT",

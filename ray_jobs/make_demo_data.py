@@ -14,7 +14,7 @@ import time
 
 import _bootstrap  # noqa: F401
 
-from camtrap.demo.dataset import DEFAULT_SIZES, DEFAULT_SPECIES, SMALL_SIZES, make_demo_dataset
+from camtrap.demo import DEFAULT_SIZES, DEFAULT_SPECIES, SMALL_SIZES, make_demo_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:

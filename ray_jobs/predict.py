@@ -12,16 +12,17 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap import cli
 from camtrap.errors import exits_on_input_error
 from camtrap.infer.predict import predict
 from camtrap.runtime import init_ray
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.job_parser(__doc__)
     p.add_argument("--model", action="append", required=True, help="model.pt written by train.py; repeat for an ensemble")
-    p.add_argument("--metadata", action="append", required=True, help="metadata CSV (seq_id,file_name); repeatable")
-    p.add_argument("--images-dir", required=True, help="raw or prepared images, folder or URI")
+    cli.add_metadata(p)
+    cli.add_images_dir(p, help="raw or prepared images, folder or URI")
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--submission-format", default=None, help="row and column order of the submission")
     p.add_argument("--work-dir", default=None, help="per-image predictions (Parquet parts); default OUT_work/")
@@ -29,10 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="within a sequence and across models (default gmean, the 2nd place's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per model actor")
-    p.add_argument("--rows-per-task", type=int, default=64,
-                   help="images per decode task; also how often results are saved for resume (default 64)")
+    cli.add_rows_per_task(p, 64, "images per decode task; also how often results are saved for resume")
     p.add_argument("--actors-per-model", type=int, default=1, help="actor pool size per model")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     return p.parse_args(argv)
 
 

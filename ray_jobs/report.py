@@ -17,20 +17,20 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap import cli
 from camtrap.errors import InputError, exits_on_input_error
-from camtrap.evaluate.report import make_report
+from camtrap.evaluate.report import DEFAULT_TOP, make_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.job_parser(__doc__, ray=False)
     p.add_argument("--run", required=True, help="run directory written by train.py (metrics.csv, stages/)")
     p.add_argument("--out", required=True, help="folder or URI for the report")
     p.add_argument("--submission", default=None, help="submission CSV written by predict.py")
-    p.add_argument("--labels", default=None, help="labels CSV of the submission's sequences")
-    p.add_argument("--metadata", action="append", default=None,
-                   help="metadata CSV (seq_id,file_name) of the submission's sequences; repeatable")
-    p.add_argument("--images-dir", default=None, help="raw or prepared images, folder or URI")
-    p.add_argument("--top", type=int, default=24, help="sequences in the worst-loss gallery (default 24)")
+    cli.add_labels(p, required=False, help="labels CSV of the submission's sequences")
+    cli.add_metadata(p, required=False, help="metadata CSV (seq_id,file_name) of the submission's sequences; repeatable")
+    cli.add_images_dir(p, required=False, help="raw or prepared images, folder or URI")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"sequences in the worst-loss gallery (default {DEFAULT_TOP})")
     return p.parse_args(argv)
 
 

@@ -13,6 +13,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap import cli
 from camtrap.config.overrides import apply_overrides
 from camtrap.config.recipe import load_recipe
 from camtrap.errors import exits_on_input_error
@@ -21,20 +22,17 @@ from camtrap.train.driver import run_training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True, help="recipe YAML file, or a packaged name: rx50_swsl, rx101_wsl, cpu_tiny")
-    p.add_argument("--metadata", action="append", required=True, help="metadata CSV; repeatable")
-    p.add_argument("--labels", required=True, help="labels CSV (seq_id + one 0/1 column per class)")
-    p.add_argument("--images-dir", required=True, help="prepared images (the output of prepare.py) or raw images")
+    p = cli.job_parser(__doc__)
+    cli.add_recipe(p)
+    cli.add_metadata(p)
+    cli.add_labels(p)
+    cli.add_images_dir(p, help="prepared images (the output of prepare.py) or raw images, folder or URI")
     p.add_argument("--out", required=True, help="run directory: model.pt, stages/, metrics, TensorBoard logs")
     p.add_argument("--num-workers", type=int, default=2, help="DDP workers (default 2)")
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per worker")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs reserved per worker (default: auto)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true",
-                   help="clear RUN_DIR's stages, checkpoints and model and train from scratch")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    cli.add_overwrite(p, "clear RUN_DIR's stages, checkpoints and model and train from scratch")
     return p.parse_args(argv)
 
 

@@ -13,6 +13,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from camtrap import cli
 from camtrap.config.recipe import load_recipe
 from camtrap.config.tune_space import load_tune_space, validate_against_recipe
 from camtrap.errors import exits_on_input_error
@@ -21,16 +22,15 @@ from camtrap.tune.sweep import run_sweep
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.job_parser(__doc__)
     p.add_argument("--space", required=True, help="search space YAML (tune_spaces/NAME.yaml) or a name")
-    p.add_argument("--recipe", required=True, help="recipe YAML or packaged name")
-    p.add_argument("--metadata", action="append", required=True, help="metadata CSV; repeatable")
-    p.add_argument("--labels", required=True, help="labels CSV")
-    p.add_argument("--images-dir", required=True, help="prepared images")
+    cli.add_recipe(p, overrides=False)
+    cli.add_metadata(p)
+    cli.add_labels(p)
+    cli.add_images_dir(p, help="prepared images (the output of prepare.py), folder or URI")
     p.add_argument("--out", required=True, help="sweep directory")
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: the space's)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     return p.parse_args(argv)
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from camtrap.data.prepare import PrepareSettings, prepare_one
-from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
+from camtrap.demo import SMALL_SIZES, make_demo_dataset
 
 pytestmark = pytest.mark.timeout(600)
 

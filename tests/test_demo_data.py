@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from camtrap.data.classes import COMPETITION_CLASSES
-from camtrap.demo.dataset import DEFAULT_SPECIES, SMALL_SIZES, make_demo_dataset
+from camtrap.demo import DEFAULT_SPECIES, SMALL_SIZES, make_demo_dataset
 
 TINY_SIZES = ((256, 192), (256, 144))
 CSV_FILES = (

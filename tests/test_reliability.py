@@ -28,15 +28,16 @@ from images import bomb_png, gray16_png, palette_png, rgba_png
 from jobs import load_job
 from PIL import Image
 
-from camtrap.bench.common import untrained_model_file
+from camtrap.bench import untrained_model_file
 from camtrap.config.recipe import Recipe, load_recipe, recipe_yaml
 from camtrap.data.classes import COMPETITION_CLASSES
 from camtrap.data.prepare import STATE_DIR, PrepareSettings, prepare_images
-from camtrap.demo.dataset import DEFAULT_SIZES, SMALL_SIZES, make_demo_dataset
+from camtrap.demo import DEFAULT_SIZES, SMALL_SIZES, make_demo_dataset
 from camtrap.errors import InputError
 from camtrap.infer.predict import PARTS_DIR, predict
-from camtrap.model_file import load_model, read_state_file
+from camtrap.model_file import read_state_file
 from camtrap.train.driver import run_training
+from camtrap.train.models import load_trained
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -183,7 +184,7 @@ def test_training_records_every_row_it_could_not_use(field):
     assert "label value 'yes' is not 0 or 1" in reasons["BAD_yes"]
     assert rejected["reason"].str.contains("duplicate seq_id").any()
     assert rejected["reason"].str.contains("escapes the images directory").any()
-    _, meta = load_model(str(root / "run" / "model.pt"))
+    _, meta = load_trained(str(root / "run" / "model.pt"))
     assert meta["classes"] == list(COMPETITION_CLASSES)
     metrics = pd.read_csv(root / "run" / "metrics.csv")
     assert np.isfinite(metrics["val_metric"]).all()
@@ -321,7 +322,7 @@ def test_a_killed_training_worker_is_replaced_and_the_run_completes(field, tmp_p
     assert replaced, "the worker group was not restarted"
     history = read_state_file(str(out / "stages" / recipe.stages[0].name / "best.pt"))["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]  # each epoch once: resumed, not restarted
-    _, meta = load_model(str(out / "model.pt"))
+    _, meta = load_trained(str(out / "model.pt"))
     assert meta["inference_long_side"] == 64
 
 
@@ -420,7 +421,7 @@ def test_a_crafted_pickle_checkpoint_is_refused_and_never_runs(tmp_path, kind, c
     with pytest.raises(InputError, match=f"{evil}: refused: not a weights-only checkpoint"):
         read_state_file(str(evil))
     with pytest.raises(InputError, match="refused"):
-        load_model(str(evil))
+        load_trained(str(evil))
     assert not marker.exists()
     # The same file given to the scoring job: a one-line error, no traceback, no payload.
     md = tmp_path / "m.csv"

@@ -18,7 +18,8 @@ from jobs import load_job
 from PIL import Image
 
 from camtrap.data.classes import COMPETITION_CLASSES
-from camtrap.evaluate.report import CURVE_COLUMNS, THUMB_LONG_SIDE, read_run_metrics
+from camtrap.evaluate.curves import CURVE_COLUMNS, read_run_metrics
+from camtrap.evaluate.gallery import THUMB_LONG_SIDE
 
 CLASSES = list(COMPETITION_CLASSES)
 EPS = 1e-15

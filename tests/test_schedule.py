@@ -90,3 +90,22 @@ def test_build_scheduler_resumes_mid_stage() -> None:
     build_scheduler(opt, stage, 5, last_step=6)
     assert opt.param_groups[0]["lr"] == pytest.approx(full[7])
     assert math.isclose(full[4], 0.01)
+
+
+def test_the_curve_is_timms_cosine_one_step_earlier():
+    """The reason we keep our own schedule (see camtrap.train.schedule): timm's per-step cosine with a
+    warmup prefix is the same curve shifted one step later, starting at LR 0 and ending above min_lr."""
+    from timm.scheduler import CosineLRScheduler
+
+    total, warm, base, floor = 40, 7, 0.1, 0.001
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    timm_sched = CosineLRScheduler(opt, t_initial=total - warm, lr_min=floor, warmup_t=warm, warmup_lr_init=0.0,
+                                   warmup_prefix=True, t_in_epochs=False)
+    timm_lrs = []
+    for step in range(total + 1):
+        timm_sched.step_update(step)
+        timm_lrs.append(opt.param_groups[0]["lr"])
+    ours = [warmup_cosine_lr(step, total, warm, base, floor) for step in range(total)]
+    assert timm_lrs[0] == 0.0 and ours[0] > 0
+    assert ours == pytest.approx(timm_lrs[1:], rel=1e-9, abs=1e-12)
+    assert ours[-1] == pytest.approx(floor) and timm_lrs[total - 1] > floor

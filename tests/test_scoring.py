@@ -11,11 +11,12 @@ import torch
 from jobs import load_job
 from scipy.stats import gmean
 
-from camtrap.bench.common import untrained_model_file
+from camtrap.bench import untrained_model_file
 from camtrap.data.classes import COMPETITION_CLASSES
 from camtrap.data.imageio import load_resized, resize_long_side
 from camtrap.data.resume import PartLog
-from camtrap.infer.predict import PARTS_DIR, SUBMISSION_EPS
+from camtrap.infer.predict import PARTS_DIR
+from camtrap.infer.submission import SUBMISSION_EPS
 from camtrap.train.models import create_classifier
 
 pytestmark = pytest.mark.timeout(600)

@@ -12,7 +12,7 @@ import torch
 from camtrap.config.overrides import apply_overrides
 from camtrap.config.recipe import load_recipe
 from camtrap.data.prepare import PrepareSettings, prepare_images
-from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
+from camtrap.demo import SMALL_SIZES, make_demo_dataset
 from camtrap.model_file import read_state_file
 from camtrap.train.driver import run_training
 from camtrap.train.loop import pad_batch, resolve_amp

@@ -9,7 +9,7 @@ from jobs import load_job
 from camtrap.config.recipe import load_recipe
 from camtrap.config.tune_space import load_tune_space
 from camtrap.data.prepare import PrepareSettings, prepare_images
-from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
+from camtrap.demo import SMALL_SIZES, make_demo_dataset
 
 pytestmark = pytest.mark.timeout(900)
 

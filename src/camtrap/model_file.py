@@ -7,7 +7,8 @@ refused before any of its objects is built.
 
 torch is imported inside the functions, not at module import: the torch-free parts of the package
 (evaluation, reports) import this module to read a model's priors without paying for torch until
-they actually read a file.
+they actually read a file. Building the network from a model file is
+:func:`camtrap.train.models.load_trained`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from camtrap.data import storage
 from camtrap.errors import InputError
-
-if TYPE_CHECKING:
-    import torch
 
 #: Written into every ``model.pt``; a file without it is refused as "not a camtrap model file".
 MODEL_FORMAT = "camtrap.model/1"
@@ -32,7 +30,7 @@ MODEL_KEYS: tuple[str, ...] = (
 
 __all__ = [
     "MODEL_FORMAT",
-    "load_model",
+    "model_metadata",
     "read_model_file",
     "read_state_file",
     "save_model_file",
@@ -109,17 +107,3 @@ def model_metadata(path: str) -> dict[str, Any]:
     """A ``model.pt``'s metadata (everything but the weights), plus ``path``."""
     state = read_model_file(path)
     return {k: v for k, v in state.items() if k != "model"} | {"path": path}
-
-
-def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained classifier from ``model.pt``, in eval mode on ``device``; returns (model, metadata)."""
-    from camtrap.data.classes import EMPTY
-    from camtrap.train.models import create_classifier
-
-    state = read_model_file(path)
-    model = create_classifier(state["recipe"]["model"], num_classes=len(state["classes"]), pretrained=None)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    meta = {k: v for k, v in state.items() if k != "model"}
-    meta["empty_index"] = state["classes"].index(EMPTY) if EMPTY in state["classes"] else None
-    return model, meta

@@ -31,9 +31,9 @@ from camtrap.config.recipe import Recipe
 #: Folder of the shipped search spaces (``load_tune_space("cpu_smoke")``), at the repository's top level.
 TUNE_SPACES_DIR = Path(__file__).resolve().parents[3] / "tune_spaces"
 
-#: Tunable per-stage fields of :class:`camtrap.recipe.StageConfig`.
+#: Tunable per-stage fields of :class:`camtrap.config.recipe.StageConfig`.
 STAGE_PARAMETERS: tuple[str, ...] = ("lr", "min_lr", "warmup_epochs", "crop_ratio", "batch_size")
-#: Tunable fields of :class:`camtrap.recipe.OptimizerConfig` (one value for the whole recipe).
+#: Tunable fields of :class:`camtrap.config.recipe.OptimizerConfig` (one value for the whole recipe).
 OPTIMIZER_PARAMETERS: tuple[str, ...] = ("weight_decay",)
 #: Every allowed key of ``parameters``.
 ALLOWED_PARAMETERS: tuple[str, ...] = STAGE_PARAMETERS + OPTIMIZER_PARAMETERS

@@ -35,13 +35,19 @@ from camtrap.data.imageio import (
 from camtrap.data.resume import PartLog
 from camtrap.runtime import frame_dataset
 
+#: Results of finished blocks, kept for resume (under ``--out``).
 STATE_DIR = "_prepare_state"
+#: One row per input metadata row (under ``--out``), and the same as CSV for people.
 MANIFEST = "manifest.parquet"
+MANIFEST_CSV = "manifest.csv"
+#: Manifest columns: a row's outcome and, when it failed, the reason.
+STATUS = "status"
+ERROR = "error"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-RESULT_COLUMNS = [FILE_NAME, SEQ_ID, "orig_width", "orig_height", "width", "height", "status", "error"]
-MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height", "width", "height", "status", "error"]
+RESULT_COLUMNS = [FILE_NAME, SEQ_ID, "orig_width", "orig_height", "width", "height", STATUS, ERROR]
+MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height", "width", "height", STATUS, ERROR]
 
 
 @dataclass(frozen=True)
@@ -121,25 +127,25 @@ def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
     valid = metadata.frame[[FILE_NAME, SEQ_ID, SOURCE, LINE]].merge(
         results.drop(columns=[SEQ_ID]), on=FILE_NAME, how="left"
     )
-    missing = valid["status"].isna()
-    valid.loc[missing, "status"] = STATUS_ERROR
-    valid.loc[missing, "error"] = "not processed (job interrupted?)"
+    missing = valid[STATUS].isna()
+    valid.loc[missing, STATUS] = STATUS_ERROR
+    valid.loc[missing, ERROR] = "not processed (job interrupted?)"
     rejected = pd.DataFrame(
         [
             {
                 FILE_NAME: i.file_name or "", SEQ_ID: i.seq_id or "", SOURCE: i.file, LINE: i.line,
-                "status": STATUS_ERROR, "error": str(i),
+                STATUS: STATUS_ERROR, ERROR: str(i),
             }
             for i in metadata.rejected
         ],
-        columns=[FILE_NAME, SEQ_ID, SOURCE, LINE, "status", "error"],
+        columns=[FILE_NAME, SEQ_ID, SOURCE, LINE, STATUS, ERROR],
     )
     manifest = pd.concat([valid, rejected], ignore_index=True)
     for col in ("orig_width", "orig_height", "width", "height"):
         manifest[col] = manifest[col].fillna(-1).astype("int64")
     manifest[LINE] = manifest[LINE].astype("int64")
-    manifest["error"] = manifest["error"].fillna("")
-    for col in (FILE_NAME, SEQ_ID, SOURCE, "status", "error"):
+    manifest[ERROR] = manifest[ERROR].fillna("")
+    for col in (FILE_NAME, SEQ_ID, SOURCE, STATUS, ERROR):
         manifest[col] = manifest[col].astype(str)
     order = {s: i for i, s in enumerate(metadata.sources)}
     manifest["_src"] = manifest[SOURCE].map(order)
@@ -170,8 +176,8 @@ def prepare_images(
     log.pin_settings(asdict(settings), overwrite, what="this output folder")
 
     logged = log.read()
-    failed_before = set(logged.loc[logged["status"] != STATUS_OK, FILE_NAME])
-    done = logged[logged["status"] == STATUS_OK]
+    failed_before = set(logged.loc[logged[STATUS] != STATUS_OK, FILE_NAME])
+    done = logged[logged[STATUS] == STATUS_OK]
     if len(done):
         present = _existing_outputs(out_dir)
         done = done[done[FILE_NAME].isin(present)]
@@ -200,8 +206,8 @@ def prepare_images(
     manifest = build_manifest(metadata, results)
     manifest_path = storage.join(out_dir, MANIFEST)
     manifest.to_parquet(manifest_path, index=False)
-    manifest.to_csv(storage.join(out_dir, "manifest.csv"), index=False)
-    ok = int((manifest["status"] == STATUS_OK).sum())
+    manifest.to_csv(storage.join(out_dir, MANIFEST_CSV), index=False)
+    ok = int((manifest[STATUS] == STATUS_OK).sum())
     summary = PrepareSummary(
         input_rows=len(manifest),
         ok=ok,

@@ -37,6 +37,9 @@ MAX_LISTED = 5
 #: The name of the metric on the last line the command prints (``mean_binary_log_loss=<value>``).
 METRIC_NAME = "mean_binary_log_loss"
 PER_CLASS_COLUMNS = ["class", "positives", "mean_log_loss", "contribution", "share"]
+#: The files :func:`write_report` writes into a report folder.
+PER_CLASS_CSV = "per_class.csv"
+SUMMARY_JSON = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,32 @@ def _listed(items: Sequence[str], limit: int = MAX_LISTED) -> str:
     return shown + (f", ... and {more} more" if more > 0 else "")
 
 
+def _differences(expected: Sequence[str], given: Sequence[str], missing_text: str, extra_text: str,
+                 labels_path: str) -> list[str]:
+    """A problem line for what of ``expected`` is not in ``given``, and one for what of ``given`` (once each, in
+    order) is not expected; none when they match. The texts are ``str.format`` templates of ``{n}`` (how
+    many), ``{listed}`` (the first few) and ``{labels}`` (``labels_path``).
+
+    Both sides are reported, not just the first difference: a renamed class or a shifted export shows as
+    a missing and an extra name side by side, which is the clue to what went wrong.
+    """
+    given_set, expected_set = set(given), set(expected)
+    missing = [x for x in expected if x not in given_set]
+    extra = list(dict.fromkeys(x for x in given if x not in expected_set))
+    return [
+        text.format(n=len(items), listed=_listed(items), labels=labels_path)
+        for text, items in ((missing_text, missing), (extra_text, extra))
+        if items
+    ]
+
+
 def _check_columns(path: str, columns: Sequence[str], classes: Sequence[str], labels_path: str) -> None:
     if SEQ_ID not in columns:
         raise ContractError(f"{path}: no '{SEQ_ID}' column in the header (found {_listed(list(columns))})")
-    given = [c for c in columns if c != SEQ_ID]
-    missing = [c for c in classes if c not in set(given)]
-    extra = [c for c in given if c not in set(classes)]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} class column(s): {_listed(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} column(s) that are not classes of {labels_path}: {_listed(extra)}")
+    problems = _differences(
+        classes, [c for c in columns if c != SEQ_ID], "missing {n} class column(s): {listed}",
+        "{n} column(s) that are not classes of {labels}: {listed}", labels_path,
+    )
     if problems:
         raise ContractError(
             f"{path}: "
@@ -133,14 +151,10 @@ def _check_seq_ids(path: str, seq_ids: pd.Series, expected: Sequence[str], label
             + ", ".join(dups[:MAX_LISTED])
             + (f", ... and {more} more" if more > 0 else "")
         )
-    present = set(seq_ids)
-    expected_set = set(expected)
-    missing = [s for s in expected if s not in present]
-    extra = list(dict.fromkeys(s for s in seq_ids if s and s not in expected_set))
-    if missing:
-        problems.append(f"{len(missing)} seq_id(s) of {labels_path} missing: {_listed(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} seq_id(s) not in {labels_path}: {_listed(extra)}")
+    problems += _differences(
+        expected, [s for s in seq_ids if s], "{n} seq_id(s) of {labels} missing: {listed}",
+        "{n} seq_id(s) not in {labels}: {listed}", labels_path,
+    )
     if problems:
         raise ContractError(
             f"{path}: every labelled seq_id must appear exactly once:\n  " + "\n  ".join(problems)
@@ -249,11 +263,11 @@ def write_report(result: EvaluationResult, report_dir: str) -> list[str]:
     """Write ``per_class.csv`` (sorted by contribution) and ``summary.json`` under ``report_dir`` (a folder or
     URI); returns the paths written."""
     storage.makedirs(report_dir)
-    per_class_path = storage.join(report_dir, "per_class.csv")
+    per_class_path = storage.join(report_dir, PER_CLASS_CSV)
     buf = io.StringIO()
     result.per_class[PER_CLASS_COLUMNS].to_csv(buf, index=False)
     storage.write_bytes_atomic(per_class_path, buf.getvalue().encode())
-    summary_path = storage.join(report_dir, "summary.json")
+    summary_path = storage.join(report_dir, SUMMARY_JSON)
     storage.write_bytes_atomic(summary_path, (json.dumps(result.summary(), indent=2) + "\n").encode())
     return [per_class_path, summary_path]
 

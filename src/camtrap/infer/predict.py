@@ -3,13 +3,13 @@
 The pipeline, as the 2nd-place solution scored a season:
 
 1. Ray Data tasks read each raw (or prepared) image and apply the preparation rule
-   (:func:`camtrap.imageio.load_resized`, long side 512), so raw and prepared inputs give the same
+   (:func:`camtrap.data.imageio.load_resized`, long side 512), so raw and prepared inputs give the same
    pixels; a file that fails to decode becomes an error row, never a crash.
 2. One actor pool per model resizes to that model's own inference long side (models of one ensemble
    may differ: the seed ran resnext50 at 512x384 and resnext101 at 352x256), runs the image and its
    horizontal flip, and applies a sigmoid.
 3. The driver appends every finished block's per-image probabilities to Parquet parts under the work
-   dir (:class:`camtrap.resume.PartLog`), so a killed run resumes without redoing finished images.
+   dir (:class:`camtrap.data.resume.PartLog`), so a killed run resumes without redoing finished images.
 4. Aggregation in pandas/numpy: geometric mean over a sequence's images x flips per model, then across
    models (or the arithmetic mean, or the 1st place's mean-for-species / gmean-for-empty rule). A
    sequence with no decodable image gets the class priors and is listed in ``failed_sequences.csv``.
@@ -22,26 +22,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-import torch
 
 from camtrap import model_file
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import read_metadata
 from camtrap.data.frames import ERROR, IMAGE, decode_batch
-from camtrap.data.imageio import resize_long_side
 from camtrap.data.resume import PartLog
 from camtrap.errors import InputError
-from camtrap.metrics import Aggregate, aggregate, aggregate_by_sequence
+from camtrap.infer.predictor import FlipTTAPredictor, prob_column
+from camtrap.infer.submission import (
+    FAILED_SEQUENCES_FILE,
+    aggregate_submission,
+    submission_order,
+    write_submission,
+)
+from camtrap.metrics import Aggregate
 from camtrap.runtime import cpus_per_actor, frame_dataset
-from camtrap.train.augment import DeviceNormalizer
-from camtrap.train.models import forward_by_shape
 
 PARTS_DIR = "predictions"
-#: Submission probabilities are kept this far inside (0, 1).
-SUBMISSION_EPS = 1e-6
 #: Memory a decode task reserves (a batch of full-size frames decoded at once). Declaring it also keeps
 #: Ray Data from fusing the decode step into the model actors: it fuses maps whose remote args are
 #: equal (1 CPU each on a 2-CPU node with one model), and a fused actor decodes and infers in turn on
@@ -51,10 +51,6 @@ DECODE_TASK_MEMORY = 2**30
 #: models; where decoding outruns inference for hours, the cap keeps that queue (and the job's memory)
 #: bounded instead of growing with the job.
 QUEUE_BYTES_PER_ACTOR = 256 * 2**20
-
-
-def prob_column(model_index: int) -> str:
-    return f"probs_{model_index}"
 
 
 @dataclass
@@ -72,36 +68,9 @@ class ScoreSummary:
         return (
             f"predict: {self.sequences} sequences, {self.images} images ({self.image_errors} failed to decode; "
             f"{self.failed_sequences} sequences with no usable image got the class priors, see "
-            f"failed_sequences.csv); {self.processed} images scored this run at {rate:.1f} img/s "
+            f"{FAILED_SEQUENCES_FILE}); {self.processed} images scored this run at {rate:.1f} img/s "
             f"in {self.seconds:.1f}s; submission: {self.out}"
         )
-
-
-class FlipTTAPredictor:
-    """Ray Data actor: one model, loaded once per actor, scored with flip TTA at its own long side."""
-
-    def __init__(self, model_path: str, column: str, device: str = "auto", threads: int = 1):
-        torch.set_num_threads(max(1, threads))
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.model, meta = model_file.load_model(model_path, self.device)
-        self.long_side = int(meta["inference_long_side"])
-        self.norm = DeviceNormalizer(meta["mean"], meta["std"], self.device)
-        self.column = column
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from PIL import Image
-
-        ok = [i for i, e in enumerate(batch[ERROR]) if not e]
-        resized = [np.asarray(resize_long_side(Image.fromarray(batch[IMAGE][i]), self.long_side)) for i in ok]
-        probs = forward_by_shape(self.model, resized, self.norm, flip=True) if ok else None
-        col = np.empty(len(batch[ERROR]), dtype=object)
-        for j in range(len(col)):
-            col[j] = np.zeros((0,), np.float32)
-        for k, i in enumerate(ok):
-            col[i] = probs[k].reshape(-1)  # views x classes, flattened (Arrow wants 1-D cells)
-        batch[self.column] = col
-        return batch
 
 
 def model_metadata(paths: Sequence[str]) -> list[dict]:
@@ -159,37 +128,6 @@ def score_images(
     return scored
 
 
-def aggregate_submission(
-    results: pd.DataFrame,
-    seq_order: Sequence[str],
-    metas: Sequence[dict],
-    how: Aggregate = "gmean",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per sequence in ``seq_order``; returns (submission, failed sequences with reasons)."""
-    classes = list(metas[0]["classes"])
-    n_classes = len(classes)
-    empty_index = classes.index("empty") if "empty" in classes else None
-    ok = results[results[ERROR] == ""]
-    per_model = []
-    for i in range(len(metas)):
-        views = np.stack(ok[prob_column(i)].to_numpy()).reshape(-1, n_classes) if len(ok) else np.zeros((0, n_classes))
-        seq_of_views = np.repeat(ok[SEQ_ID].to_numpy(), 2)
-        seqs, probs = aggregate_by_sequence(seq_of_views, views, how, empty_index)
-        per_model.append(pd.DataFrame(probs, index=seqs, columns=classes))
-    scored = per_model[0].index
-    stacked = np.stack([m.loc[scored].to_numpy() for m in per_model])
-    combined = pd.DataFrame(aggregate(stacked, how, empty_index, axis=0), index=scored, columns=classes)
-    priors = aggregate(np.stack([np.asarray(m["priors"]) for m in metas]), how, empty_index, axis=0)
-    missing = [s for s in seq_order if s not in combined.index]
-    if missing:
-        combined = pd.concat([combined, pd.DataFrame(np.tile(priors, (len(missing), 1)), index=missing, columns=classes)])
-    submission = combined.loc[list(seq_order)].clip(SUBMISSION_EPS, 1 - SUBMISSION_EPS)
-    submission.index.name = SEQ_ID
-    reasons = results[results[ERROR] != ""].groupby(SEQ_ID)[ERROR].agg("; ".join)
-    failed = pd.DataFrame({SEQ_ID: missing, "reason": [reasons.get(s, "no image listed") for s in missing]})
-    return submission.reset_index(), failed
-
-
 def predict(
     model_paths: Sequence[str],
     metadata: str | Sequence[str],
@@ -225,21 +163,11 @@ def predict(
     seq_order = list(dict.fromkeys([*md.frame[SEQ_ID], *rejected[SEQ_ID][rejected[SEQ_ID] != ""]]))
     columns = list(metas[0]["classes"])
     if submission_format is not None:
-        fmt = pd.read_csv(submission_format, dtype={SEQ_ID: str})
-        fmt_cols = [c for c in fmt.columns if c != SEQ_ID]
-        if set(fmt_cols) != set(columns):
-            raise InputError(f"{submission_format}: class columns differ from the model's "
-                             f"(missing {sorted(set(columns) - set(fmt_cols))}, extra {sorted(set(fmt_cols) - set(columns))})")
-        extra = set(fmt[SEQ_ID]) - set(seq_order)
-        if extra:
-            raise InputError(f"{submission_format}: {len(extra)} seq_ids have no row in the metadata, e.g. {sorted(extra)[:3]}")
-        seq_order = list(fmt[SEQ_ID]) + [s for s in seq_order if s not in set(fmt[SEQ_ID])]
-        columns = fmt_cols
+        seq_order, columns = submission_order(submission_format, seq_order, columns)
     submission, failed = aggregate_submission(results, seq_order, metas, how)
     submission = submission[[SEQ_ID, *columns]]
-    storage.makedirs(os.path.dirname(os.path.abspath(out)) if not storage.is_uri(out) else os.path.dirname(out))
-    submission.to_csv(out, index=False, float_format="%.8g")
-    failed.to_csv(storage.join(work_dir, "failed_sequences.csv"), index=False)
+    write_submission(submission, out)
+    storage.write_bytes_atomic(storage.join(work_dir, FAILED_SEQUENCES_FILE), failed.to_csv(index=False).encode())
     summary = ScoreSummary(
         sequences=len(submission), images=md.num_input_rows,
         image_errors=int((results[ERROR] != "").sum()), failed_sequences=len(failed),

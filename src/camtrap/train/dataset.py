@@ -21,6 +21,7 @@ from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import RowIssue, check_coverage, read_labels, read_metadata
 from camtrap.data.imageio import ImageDecodeError, decode_image
+from camtrap.data.prepare import ERROR, MANIFEST, STATUS, STATUS_OK
 from camtrap.errors import InputError
 from camtrap.runtime import frame_dataset
 
@@ -61,10 +62,10 @@ def load_training_table(
     lab = read_labels(labels, classes=classes)
     issues: list[RowIssue] = [*md.rejected, *lab.rejected, *check_coverage(md, lab)]
     frame = md.frame[[SEQ_ID, FILE_NAME]]
-    manifest_path = storage.join(images_dir, "manifest.parquet")
+    manifest_path = storage.join(images_dir, MANIFEST)
     if storage.exists(manifest_path):
-        manifest = pd.read_parquet(manifest_path, columns=[FILE_NAME, "status", "error"])
-        bad = manifest[manifest["status"] != "ok"].set_index(FILE_NAME)["error"]
+        manifest = pd.read_parquet(manifest_path, columns=[FILE_NAME, STATUS, ERROR])
+        bad = manifest[manifest[STATUS] != STATUS_OK].set_index(FILE_NAME)[ERROR]
         failed = frame[FILE_NAME].isin(bad.index)
         for seq_id, name in frame.loc[failed, [SEQ_ID, FILE_NAME]].itertuples(index=False, name=None):
             issues.append(RowIssue(manifest_path, None, FILE_NAME, f"not prepared: {bad[name]}", seq_id, name))
@@ -87,7 +88,7 @@ def _stable_fraction(seq_id: str, seed: int) -> float:
 def split_validation(table: TrainingTable, validation) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split rows into train and validation by whole sequences.
 
-    ``validation`` is a :class:`camtrap.recipe.ValidationConfig`: a ``file_name`` prefix (a season),
+    ``validation`` is a :class:`camtrap.config.recipe.ValidationConfig`: a ``file_name`` prefix (a season),
     a seq_id-grouped random fraction (stable under reordering and appending rows), or explicit files.
     A sequence never lands on both sides.
     """

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -182,6 +183,78 @@ def _save_checkpoint_and_report(metrics: dict[str, Any], state: dict[str, Any]) 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+@dataclass
+class TrainStep:
+    """What one optimizer step needs: the (DDP) model, optimizer, per-step scheduler, AMP and loss."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: AutocastFactory
+    criterion: torch.nn.Module
+    norm: DeviceNormalizer
+    device: torch.device
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[float, int]:
+        """One step on a batch of uint8 images; returns (loss sum over the batch, images)."""
+        x = self.norm(pad_batch(batch[IMAGE], self.norm.fill))
+        y = torch.from_numpy(np.stack(batch[TARGET])).to(self.device)
+        with self.autocast():
+            loss = self.criterion(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.item() * len(y), len(y)
+
+
+def train_one_epoch(step: TrainStep, shard, batch_size: int, steps_per_epoch: int) -> tuple[float, int, float]:
+    """Up to ``steps_per_epoch`` steps over this worker's shard; returns (loss sum, images, seconds).
+
+    Every rank stops at the same step count: DDP all-reduces each step, so a rank with one batch more
+    would wait forever for the others.
+    """
+    t0 = time.perf_counter()
+    train_mode(step.model)
+    loss_sum, seen = 0.0, 0
+    batches = shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True)
+    for _, batch in zip(range(steps_per_epoch), batches):
+        batch_loss, n = step(batch)
+        loss_sum += batch_loss
+        seen += n
+    return loss_sum, seen, time.perf_counter() - t0
+
+
+def validate(model: torch.nn.Module, shard, batch_size: int, norm: DeviceNormalizer,
+             autocast: AutocastFactory) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+    """``(seq_ids, probabilities, targets)`` per batch of this worker's validation slice."""
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            probs = forward_by_shape(model, list(batch[IMAGE]), norm, autocast=autocast)[:, 0]
+            rows.append((list(batch[SEQ_ID]), probs, np.stack(batch[TARGET])))
+    return rows
+
+
+def _resume(step: TrainStep, unwrapped: torch.nn.Module) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to run, history so far): from Ray Train's latest checkpoint of this stage, if any."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as d:
+        state = read_state_file(os.path.join(d, layout.CHECKPOINT_FILE))
+    unwrapped.load_state_dict(state["model"])
+    step.optimizer.load_state_dict(state["optimizer"])
+    step.scheduler.load_state_dict(state["scheduler"])
+    step.scaler.load_state_dict(state["scaler"])
+    return state["epoch"] + 1, state["history"]
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One stage on one worker."""
     import ray.train
@@ -202,50 +275,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp_dtype, use_scaler = resolve_amp(recipe.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     autocast = autocast_factory(amp_dtype, device)
-    criterion = torch.nn.MultiLabelSoftMarginLoss()
     norm = DeviceNormalizer(config["mean"], config["std"], device)
-
-    start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = read_state_file(os.path.join(d, layout.CHECKPOINT_FILE))
-        unwrapped.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
+    step = TrainStep(model, optimizer, scheduler, scaler, autocast, torch.nn.MultiLabelSoftMarginLoss(), norm, device)
+    start_epoch, history = _resume(step, unwrapped)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard(f"val_{rank}")
     for epoch in range(start_epoch, stage.epochs):
-        t0 = time.perf_counter()
-        train_mode(model)
-        loss_sum, seen, steps = 0.0, 0, 0
-        for batch in train_shard.iter_batches(batch_size=stage.batch_size, batch_format="numpy", drop_last=True):
-            if steps >= steps_per_epoch:
-                break  # keep every rank on the same step count (DDP all-reduces each step)
-            x = norm(pad_batch(batch[IMAGE], norm.fill))
-            y = torch.from_numpy(np.stack(batch[TARGET])).to(device)
-            with autocast():
-                loss = criterion(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-            steps += 1
-        train_seconds = time.perf_counter() - t0
+        loss_sum, seen, train_seconds = train_one_epoch(step, train_shard, stage.batch_size, steps_per_epoch)
         lr = optimizer.param_groups[0]["lr"]
-
-        model.eval()
-        rows = []
-        with torch.no_grad():
-            for batch in val_shard.iter_batches(batch_size=stage.batch_size, batch_format="numpy"):
-                probs = forward_by_shape(unwrapped, list(batch[IMAGE]), norm, autocast=autocast)[:, 0]
-                rows.append((list(batch[SEQ_ID]), probs, np.stack(batch[TARGET])))
+        rows = validate(unwrapped, val_shard, stage.batch_size, norm, autocast)
         gathered = [r for part in gather(rows) for r in part]
         totals = gather((loss_sum, seen, train_seconds))
         metrics = epoch_metrics(gathered, totals, config["classes"], config["priors"], lr, epoch, stage.name)

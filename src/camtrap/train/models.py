@@ -3,7 +3,7 @@
 * ``pretrained``: ``None``/``"none"`` random init; ``"timm"`` the model's default pretrained tag; a timm
   tag (``"resnext50_32x4d.fb_swsl_ig1b_ft_in1k"`` or a bare ``"fb_swsl_ig1b_ft_in1k"``), downloaded by timm;
   or a local ``.pth/.pt/.bin/.safetensors`` file (a checkpoint of a previous stage, weights copied to a
-  cluster without internet). Classification via :func:`camtrap.recipe.pretrained_kind`.
+  cluster without internet). Classification via :func:`camtrap.config.recipe.pretrained_kind`.
 * ``freeze``: ``"stem"`` (the 2nd-place write-up: first conv and BN) or ``"stem+layer1"`` (what its code
   did). The groups come from timm's ``model.group_matcher()`` so any timm model with one works, not
   only ResNets.
@@ -26,8 +26,10 @@ from timm.models._manipulate import group_with_matcher
 from torch import nn
 
 from camtrap.config.recipe import pretrained_kind, pretrained_tag_name
+from camtrap.data.classes import EMPTY
 from camtrap.errors import InputError
 from camtrap.metrics import PRIOR_FLOOR
+from camtrap.model_file import read_model_file
 from camtrap.train.augment import IMAGENET_MEAN, IMAGENET_STD
 
 _logger = logging.getLogger(__name__)
@@ -259,7 +261,7 @@ def forward_by_shape(model: nn.Module, images: Sequence, norm, flip: bool = Fals
 
     Images of equal size are forwarded together, so no prediction sees padding or depends on what
     else is in the batch; ``flip`` adds the horizontal flip as a second view (the seed's TTA).
-    ``norm`` is an :class:`camtrap.augment.DeviceNormalizer`; ``autocast`` a context-manager factory.
+    ``norm`` is an :class:`camtrap.train.augment.DeviceNormalizer`; ``autocast`` a context-manager factory.
     """
     import contextlib
 
@@ -284,3 +286,18 @@ def forward_by_shape(model: nn.Module, images: Sequence, norm, flip: bool = Fals
             for v in range(views):
                 out[idx, v] = p[v * n : (v + 1) * n]
     return out if out is not None else np.empty((0, views, 0), np.float32)
+
+
+def load_trained(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a trained classifier from ``model.pt``, in eval mode on ``device``; returns (model, metadata).
+
+    The metadata is everything in the file but the weights (classes, priors, inference long side,
+    normalisation, recipe) plus ``empty_index``, the column of the ``empty`` class or None.
+    """
+    state = read_model_file(path)
+    model = create_classifier(state["recipe"]["model"], num_classes=len(state["classes"]), pretrained=None)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    meta = {k: v for k, v in state.items() if k != "model"}
+    meta["empty_index"] = state["classes"].index(EMPTY) if EMPTY in state["classes"] else None
+    return model, meta

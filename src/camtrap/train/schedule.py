@@ -9,6 +9,12 @@ of steps per epoch on the full data an epoch-wise schedule would be a staircase.
 
 The peak step is ``warmup_steps - 1`` (or 0 without warmup), so the curve is continuous: no step is
 spent twice at ``base_lr``.
+
+Why not timm's ``CosineLRScheduler(t_in_epochs=False, warmup_prefix=True)``: it draws the same curve one
+step later (``tests/test_schedule.py`` pins that relation). Its step 0 runs at ``warmup_lr_init`` (0 by
+default: a step that moves nothing), and its last step stops one step short of ``min_lr``, so a stage
+would not end on the recipe's floor. A ``LambdaLR`` also checkpoints as a plain step counter with the
+optimizer, which is what resume restores.
 """
 
 from __future__ import annotations

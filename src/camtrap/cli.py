@@ -1,0 +1,73 @@
+"""The arguments every job script shares, declared once.
+
+Job scripts in ``ray_jobs/`` stay thin: each builds its parser from these groups, adds its own flags,
+and hands the parsed values to the library. One declaration per argument means one spelling, one
+default and one help text across prepare, train, tune, predict, evaluate and report.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = [
+    "add_images_dir",
+    "add_labels",
+    "add_metadata",
+    "add_overwrite",
+    "add_recipe",
+    "add_rows_per_task",
+    "job_parser",
+]
+
+
+def job_parser(doc: str | None, ray: bool = True) -> argparse.ArgumentParser:
+    """A job's parser: its module docstring as the description; ``--address`` for jobs that use Ray."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if ray:
+        p.add_argument("--address", default=None,
+                       help="Ray cluster address (default: RAY_ADDRESS, else a Ray started in this process)")
+    return p
+
+
+def add_metadata(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
+    """``--metadata CSV``, repeatable (a train and a test file, or one per season)."""
+    p.add_argument("--metadata", action="append", required=required,
+                   help=help or "metadata CSV (seq_id,file_name[,datetime]); repeatable")
+
+
+def add_labels(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
+    """``--labels CSV``: seq_id then one 0/1 column per class."""
+    p.add_argument("--labels", required=required,
+                   help=help or "labels CSV: seq_id then one 0/1 column per class")
+
+
+def add_images_dir(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
+    """``--images-dir``: the folder or URI that ``file_name`` is relative to."""
+    p.add_argument("--images-dir", required=required,
+                   help=help or "folder or URI (s3://, gs://) the file_names are relative to")
+
+
+def add_recipe(p: argparse.ArgumentParser, overrides: bool = True) -> None:
+    """``--recipe`` (a YAML file or a packaged name) and, with ``overrides``, repeatable ``--set KEY=VALUE``."""
+    p.add_argument("--recipe", required=True,
+                   help="recipe YAML file, or a packaged name: rx50_swsl, rx101_wsl, cpu_tiny")
+    if overrides:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe field, e.g. stages.0.lr=0.01; repeatable")
+
+
+def add_rows_per_task(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    """``--rows-per-task``: images per Ray Data task (the unit of work and of saved progress)."""
+    p.add_argument("--rows-per-task", type=_positive_int, default=default, help=f"{help} (default {default})")
+
+
+def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
+    """``--overwrite``: start again instead of resuming what the output folder holds."""
+    p.add_argument("--overwrite", action="store_true", help=help)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
