@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from camtrap.config.errors import ConfigError, format_validation_error
+from camtrap.config.loading import available, read_yaml, resolve_yaml_path
 
 #: Names that become folder names (recipes, stages, spaces): no path separators, no leading dot.
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
@@ -22,12 +24,31 @@ class StrictModel(BaseModel):
 class ConfigFile(StrictModel):
     """A top-level config (a recipe, a tune space): validated from plain data with errors a user can act on.
 
-    Subclasses set ``kind`` (for messages), ``error_class`` and, when an error's path must be looked up
-    in another shape than the model itself, ``error_root``.
+    Subclasses set ``kind`` (for messages), ``error_class``, the ``folder`` of the files shipped with the
+    project (``folder_label`` says how: "packaged", "shipped") and, when an error's path must be looked
+    up in another shape than the model itself, ``error_root``.
     """
 
     kind: ClassVar[str] = "config"
     error_class: ClassVar[type[ConfigError]] = ConfigError
+    folder: ClassVar[Path]
+    folder_label: ClassVar[str] = "shipped"
+
+    @classmethod
+    def available(cls) -> list[str]:
+        """Names of the files shipped in ``folder``."""
+        return available(cls.folder)
+
+    @classmethod
+    def resolve_path(cls, path_or_name: str | Path) -> Path:
+        """A path to a YAML file, or a bare name of a shipped one -> its file."""
+        return resolve_yaml_path(path_or_name, cls.folder, cls.kind, cls.folder_label, cls.error_class)
+
+    @classmethod
+    def load(cls, path_or_name: str | Path):
+        """Read and validate a YAML file or a shipped name; ``error_class`` naming the file if invalid."""
+        path = cls.resolve_path(path_or_name)
+        return cls.from_dict(read_yaml(path, cls.error_class), source=str(path))
 
     @classmethod
     def error_root(cls) -> type[BaseModel]:

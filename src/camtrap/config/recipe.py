@@ -25,7 +25,6 @@ from pydantic_core import PydanticCustomError
 
 from camtrap.config.base import SAFE_NAME, ConfigFile, StrictModel
 from camtrap.config.errors import ConfigError, short_repr
-from camtrap.config.loading import available, read_yaml, resolve_yaml_path
 
 #: Folder of the packaged recipes (``load_recipe("cpu_tiny")``).
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -89,20 +88,14 @@ class StageConfig(StrictModel):
             crop_long_side(long_side, v)  # its ValueError says why the crop would be empty
         return v
 
-    @field_validator("min_lr")
+    @field_validator("min_lr", "warmup_epochs")
     @classmethod
-    def _min_lr_below_lr(cls, v: float, info) -> float:
-        lr = info.data.get("lr")
-        if lr is not None and v > lr:
-            raise ValueError(f"min_lr ({v}) must be <= lr ({lr})")
-        return v
-
-    @field_validator("warmup_epochs")
-    @classmethod
-    def _warmup_within_stage(cls, v: float, info) -> float:
-        epochs = info.data.get("epochs")
-        if epochs is not None and v > epochs:
-            raise ValueError(f"warmup_epochs ({v}) must be <= epochs ({epochs})")
+    def _at_most_its_bound(cls, v: float, info) -> float:
+        """``min_lr <= lr`` (a floor above the peak) and ``warmup_epochs <= epochs`` (a warmup past the end)."""
+        bound = {"min_lr": "lr", "warmup_epochs": "epochs"}[info.field_name]
+        limit = info.data.get(bound)
+        if limit is not None and v > limit:
+            raise ValueError(f"{info.field_name} ({v}) must be <= {bound} ({limit})")
         return v
 
 
@@ -177,6 +170,8 @@ class Recipe(ConfigFile):
 
     kind: ClassVar[str] = "recipe"
     error_class: ClassVar[type[ConfigError]] = RecipeError
+    folder: ClassVar[Path] = RECIPES_DIR
+    folder_label: ClassVar[str] = "packaged"
 
     name: str = Field(pattern=SAFE_NAME)
     model: str = Field(min_length=1, description="timm model name")
@@ -316,18 +311,12 @@ def pretrained_tag_name(model: str, tag: str) -> str:
 
 def available_recipes() -> list[str]:
     """Names of the packaged recipes (``camtrap/config/recipes/*.yaml``)."""
-    return available(RECIPES_DIR)
-
-
-def resolve_recipe_path(path_or_name: str | Path) -> Path:
-    """A path to a YAML file, or a bare packaged name (``"cpu_tiny"``) -> its file."""
-    return resolve_yaml_path(path_or_name, RECIPES_DIR, "recipe", "packaged", RecipeError)
+    return Recipe.available()
 
 
 def load_recipe(path_or_name: str | Path) -> Recipe:
     """Read and validate a recipe from a YAML file or a packaged name; :class:`RecipeError` if invalid."""
-    path = resolve_recipe_path(path_or_name)
-    return Recipe.from_dict(read_yaml(path, RecipeError), source=str(path))
+    return Recipe.load(path_or_name)
 
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> Path:

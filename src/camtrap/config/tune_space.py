@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from camtrap.config.base import SAFE_NAME, ConfigFile, StrictModel
 from camtrap.config.errors import ConfigError
-from camtrap.config.loading import available, read_yaml, resolve_yaml_path
 from camtrap.config.recipe import Recipe
 
 #: Folder of the shipped search spaces (``load_tune_space("cpu_smoke")``), at the repository's top level.
@@ -188,6 +187,7 @@ class TuneSpace(ConfigFile):
 
     kind: ClassVar[str] = "tune space"
     error_class: ClassVar[type[ConfigError]] = TuneSpaceError
+    folder: ClassVar[Path] = TUNE_SPACES_DIR
 
     name: str = Field(pattern=SAFE_NAME)
     parameters: dict[str, ParamSpec] = Field(min_length=1)
@@ -243,18 +243,12 @@ _ErrorShape = create_model("_ErrorShape", __base__=TuneSpace, parameters=(_Param
 
 def available_tune_spaces() -> list[str]:
     """Names of the shipped search spaces (``tune_spaces/*.yaml``)."""
-    return available(TUNE_SPACES_DIR)
-
-
-def resolve_tune_space_path(path_or_name: str | Path) -> Path:
-    """A path to a YAML file, or a bare shipped name (``"cpu_smoke"``) -> its file."""
-    return resolve_yaml_path(path_or_name, TUNE_SPACES_DIR, "tune space", "shipped", TuneSpaceError)
+    return TuneSpace.available()
 
 
 def load_tune_space(path_or_name: str | Path) -> TuneSpace:
     """Read and validate a search space from a YAML file or a shipped name; :class:`TuneSpaceError` if invalid."""
-    path = resolve_tune_space_path(path_or_name)
-    return TuneSpace.from_dict(read_yaml(path, TuneSpaceError), source=str(path))
+    return TuneSpace.load(path_or_name)
 
 
 # --------------------------------------------------------------------------------------------- Ray Tune
