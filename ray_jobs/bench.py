@@ -1,13 +1,15 @@
 """Benchmarks against plain baselines, as ratios measured in the same run on the same inputs.
 
-    python ray_jobs/bench.py {prepare,train,predict,memory,all} [--quick] [--out bench.json] \
+    python ray_jobs/bench.py {prepare,train,predict,memory,scale,all} [--quick] [--out bench.json] \
         [--device cpu|cuda] [--metadata CSV --images-dir DIR [--labels CSV]]
 
 prepare: Ray Data job vs a single PIL loop and multiprocessing.Pool; train: Ray Train (run_training)
 vs a plain PyTorch DDP loop, images/s after the first epoch; predict: Ray Data scoring vs a plain
 single-process flip-TTA loop, submissions checked equal; memory: peak RSS of the whole prepare and
-predict jobs on N and 10N images. Without --metadata it generates camera-trap-like demo data
-(full-size JPEGs) in a temporary folder.
+predict jobs on N and 10N images; scale: an epoch's start (compact table, object store, one rank's
+indices, dataset and first batch) on a synthetic 7 M-row season vs a 100k-row one and a plain pandas
+loop (it makes its own season and needs no data). Without --metadata it generates camera-trap-like demo
+data (full-size JPEGs) in a temporary folder.
 """
 
 import argparse
@@ -20,15 +22,17 @@ import time
 
 import _bootstrap  # noqa: F401
 
-from camtrap.bench.common import (
+from camtrap.bench import (
     bench_memory,
     bench_predict,
     bench_prepare,
+    bench_scale,
     bench_train,
     check_device,
     format_memory,
     format_predict,
     format_prepare,
+    format_scale,
     format_train,
     machine_info,
     warm_up_ray,
@@ -37,7 +41,7 @@ from camtrap.data.prepare import PrepareSettings, prepare_images
 from camtrap.errors import InputError, exits_on_input_error
 from camtrap.runtime import init_ray
 
-STAGES = ("prepare", "train", "predict", "memory")
+STAGES = ("prepare", "train", "predict", "memory", "scale")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,11 +65,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--predict-scale", type=int, default=None,
                    help="predict: also run on this many x N images to split steady rate and start-up (default 4, quick 2)")
     p.add_argument("--memory-images", type=int, default=None, help="memory: N (default 64, quick 16); 10N is run too")
+    p.add_argument("--scale-rows", type=int, default=None, help="scale: rows of the season (default 7,000,000, "
+                   "quick 1,000,000)")
+    p.add_argument("--scale-reference-rows", type=int, default=100_000, help="scale: rows of the reference table")
+    p.add_argument("--scale-world-size", type=int, default=8, help="scale: ranks the epoch is cut for")
     return p.parse_args(argv)
 
 
 def _demo_inputs(root: str, sequences: int) -> tuple[str, str, str]:
-    from camtrap.demo.dataset import make_demo_dataset
+    from camtrap.demo import make_demo_dataset
 
     make_demo_dataset(root, num_sequences=sequences, seed=0)
     return (os.path.join(root, "train_metadata.csv"), os.path.join(root, "images"),
@@ -92,6 +100,8 @@ def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
     repeats = args.repeats or (2 if args.quick else 3)
     if args.metadata:
         metadata, images_dir, labels = args.metadata, args.images_dir, args.labels
+    elif stages == ("scale",):
+        metadata = images_dir = labels = None  # the scale bench makes its own season
     else:
         metadata, images_dir, labels = _demo_inputs(os.path.join(scratch, "data"),
                                                      args.sequences or (50 if args.quick else 150))
@@ -119,6 +129,10 @@ def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
         results["memory"] = bench_memory(metadata, images_dir, images=args.memory_images or (16 if args.quick else 64),
                                          long_side=args.predict_long_side)
         print(format_memory(results["memory"]))
+    if "scale" in stages:
+        results["scale"] = bench_scale(rows=args.scale_rows or (1_000_000 if args.quick else 7_000_000),
+                                       reference_rows=args.scale_reference_rows, world_size=args.scale_world_size)
+        print(format_scale(results["scale"]))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

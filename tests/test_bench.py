@@ -7,19 +7,21 @@ import math
 
 import pytest
 
-from camtrap.bench.common import (
+from camtrap.bench import (
     JobMemorySampler,
     bench_memory,
     bench_predict,
     bench_recipe,
+    bench_scale,
     bench_train,
     check_device,
     format_memory,
     format_predict,
+    format_scale,
     format_train,
     machine_info,
 )
-from camtrap.demo.dataset import SMALL_SIZES, make_demo_dataset
+from camtrap.demo import SMALL_SIZES, make_demo_dataset
 from camtrap.errors import InputError
 
 
@@ -114,3 +116,24 @@ def test_bench_recipe_is_one_stage_of_cpu_tiny():
     stage = recipe.stages[0]
     assert (stage.long_side, stage.epochs, stage.batch_size) == (80, 3, 8)
     assert recipe.eval_long_side == 80
+
+
+@pytest.mark.timeout(300)
+def test_scale_bench_runs_every_step_on_both_tables(ray_session):
+    result = bench_scale(rows=200_000, reference_rows=20_000, world_size=8, batch_size=16, long_side=64)
+    steps = ["table", "put", "indices", "dataset", "first batch"]
+    for side, rows in (("season", 200_000), ("reference", 20_000)):
+        r = result[side]
+        assert [s["step"] for s in r["steps"]] == steps
+        assert all(math.isfinite(s["seconds"]) and s["seconds"] >= 0 for s in r["steps"])
+        assert all(math.isfinite(s["peak_rss_growth_mb"]) and s["rss_after_mb"] > 0 for s in r["steps"])
+        assert r["rows"] == rows and r["rank_rows"] == rows // 8
+        assert 2.4 < rows / r["sequences"] < 2.9  # Serengeti's 2.65 images per sequence
+        assert r["batch_rows"] == 16 and r["batch_rows_match_indices"]
+        assert positive_finite(r["table_mb"]) and r["table_mb"] < r["frame_mb"]
+    assert set(result["ratios"]) == set(steps)
+    assert [p["step"] for p in result["plain"]] == ["plain permutation + slice", "plain decode of one batch"]
+    assert all(math.isfinite(v) for v in result["vs_plain"].values())
+    assert result["peak_rss_mb"] >= result["rss_start_mb"] > 0
+    assert "first batch" in format_scale(result)
+    json.dumps(result)
