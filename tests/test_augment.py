@@ -160,3 +160,46 @@ def test_bad_inputs_are_rejected() -> None:
         tf(np.zeros((96, 128), dtype=np.uint8))
     with pytest.raises(ValueError, match="3 values"):
         eval_transform(96, (0.5,), (0.5,))
+
+
+def test_a_per_image_seed_fixes_the_augmentation_wherever_it_runs() -> None:
+    imgs = [_image(512, 384, seed=i) for i in range(3)]
+    a = train_transform(128, 1.14, MEAN, STD)
+    b = pickle.loads(pickle.dumps(train_transform(128, 1.14, MEAN, STD)))  # another worker's copy
+    for img in imgs:
+        first = a(img, seed=42)
+        a(img)  # unseeded calls in between change nothing
+        assert np.array_equal(first, a(img, seed=42)) and np.array_equal(first, b(img, seed=42))
+    outs = [a(imgs[0], seed=s) for s in range(6)]
+    assert all(not np.array_equal(x, y) for i, x in enumerate(outs) for y in outs[i + 1:])
+
+
+def test_a_per_image_seed_leaves_the_transform_s_own_draws_alone() -> None:
+    img, other = _image(512, 384, seed=1), _image(512, 384, seed=2)
+    plain = train_transform(128, 1.14, MEAN, STD, seed=7)
+    mixed = train_transform(128, 1.14, MEAN, STD, seed=7)
+    expected = [plain(img) for _ in range(3)]
+    got = []
+    for _ in range(3):
+        got.append(mixed(img))
+        mixed(other, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(expected, got))
+
+
+def _applied(tf, img: np.ndarray, **kw) -> tuple[bool, bool, bool]:
+    """(flipped, CLAHE, ToGray) of the last call: albumentations keeps the params of an applied transform."""
+    tf(img, **kw)
+    (pipeline,) = tf._pipelines.values()
+    return tuple(bool(pipeline.transforms[i].params) for i in (1, 2, 3))
+
+
+def test_the_random_choices_of_one_image_are_independent() -> None:
+    """albumentations' own seeding gives every transform the same first draw: ToGray would imply the flip."""
+    img = _image(128, 96, seed=4)
+    per_image = [_applied(train_transform(128, 1.14, MEAN, STD), img, seed=s) for s in range(300)]
+    seeded = train_transform(128, 1.14, MEAN, STD, seed=3)
+    per_call = [_applied(seeded, img) for _ in range(300)]
+    for draws in (per_image, per_call):
+        flips, clahe, gray = (np.array(c) for c in zip(*draws))
+        assert 0.35 < flips.mean() < 0.65 and 0.1 < gray.mean() < 0.3
+        assert (gray & ~flips).any() and (clahe & ~gray).any()

@@ -119,20 +119,36 @@ def decode_transform_batch(
     A file that fails to decode is dropped from the batch with a warning naming it (the driver has
     already removed files the preparation manifest marks as failed, so this is rare).
     """
+    keep, images = decode_files(batch[FILE_NAME], images_dir, transform)
+    out = {k: v[keep] for k, v in batch.items() if k != IMAGE}
+    out[IMAGE] = images
+    return out
+
+
+def decode_files(
+    names: Sequence[str],
+    images_dir: str,
+    transform: Callable[..., np.ndarray],
+    seeds: Sequence[int] | None = None,
+) -> tuple[list[int], np.ndarray]:
+    """Read, decode and transform each file: (positions of the files kept, object array of their images).
+
+    ``seeds``: one augmentation seed per file, passed as ``transform(image, seed=...)``. A file that
+    fails to decode is left out with a warning naming it.
+    """
     keep, images = [], []
-    for i, name in enumerate(batch[FILE_NAME]):
+    for i, name in enumerate(names):
         try:
             img = decode_image(storage.read_bytes(storage.join(images_dir, str(name))))
         except (ImageDecodeError, OSError) as e:
             log.warning("skipping %s: %s", name, e)
             continue
-        images.append(transform(np.asarray(img)))
+        arr = np.asarray(img)
+        images.append(transform(arr) if seeds is None else transform(arr, seed=int(seeds[i])))
         keep.append(i)
-    out = {k: v[keep] for k, v in batch.items() if k != IMAGE}
-    arr = np.empty(len(images), dtype=object)
-    arr[:] = images
-    out[IMAGE] = arr
-    return out
+    out = np.empty(len(images), dtype=object)
+    out[:] = images
+    return keep, out
 
 
 def image_dataset(

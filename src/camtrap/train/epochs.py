@@ -1,0 +1,325 @@
+"""Seeded epochs over a compact season table: each rank's rows and augmentations, from the recipe seed.
+
+What it replaces: ``image_dataset(..., shuffle=True)`` cut the row table into 64-row blocks and called
+``random_shuffle()`` every epoch, an all-to-all whose object count grows with the square of the number
+of blocks (a 7 M-image season is about 100k blocks), and ``streaming_split`` then handed blocks to the
+ranks by timing, with unseeded augmentation: a recipe's ``seed`` did not make a run repeatable.
+
+Here instead:
+
+* :class:`EpochTable` holds a season compactly: file names as one Arrow string array, an int32
+  sequence index per row, and the targets once per *sequence* as a uint8 matrix (a float32 vector per
+  row would be 1.5 GB at 7 M rows x 54 classes). It is ``ray.put`` once and every worker and decode task
+  reads it zero-copy from the object store.
+* :func:`epoch_indices`: a permutation of all rows seeded by ``(seed, epoch)``, cut into equal per-rank
+  slices (the remainder, fewer than ``world_size`` rows, sits the epoch out, so every rank takes the
+  same number of steps as DDP needs). Every rank computes it alone; nothing is exchanged.
+* :func:`image_seed`: each image's augmentation seed from ``(seed, epoch, row)``, so an image's crop and
+  flips do not depend on which Ray task or process decodes it, nor on the number of ranks.
+* :func:`epoch_dataset`: one rank's epoch as a Ray Dataset whose blocks are ranges of its index slice,
+  decoded and augmented in Ray Data tasks, in order (``preserve_order``).
+
+Same seed, epoch and world size: the same rows on the same rank in the same order, with the same
+augmentations (an image that fails to decode is skipped with a warning, as before).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
+
+from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.train.dataset import IMAGE, TARGET, decode_files
+
+#: The column of an epoch dataset that holds each image's row in its :class:`EpochTable`.
+ROW = "row"
+#: The column of the blocks :class:`EpochPositionsDatasource` reads: positions in the rank's index slice.
+_POSITION = "position"
+
+
+def _large_strings(values) -> pa.Array:
+    """One contiguous Arrow ``large_string`` array (64-bit offsets: no 2 GB limit on a season's names).
+
+    A pandas column of pandas 3's Arrow-backed strings is taken as it is (no Python objects made).
+    """
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = pa.array(values if isinstance(values, pd.Series) else np.asarray(values, dtype=object))
+    values = values.cast(pa.large_string())
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+@dataclass(frozen=True, eq=False)
+class EpochTable:
+    """A season's training rows, compact: ``file_names`` and ``seq_index`` per row; ``seq_ids`` and
+    ``targets`` (uint8 0/1, ``n_sequences x n_classes``) per sequence.
+
+    About 80 bytes a row at Serengeti's 2.65 images per sequence, 54 classes and 36-character file
+    names: 0.53 GB for 7 M rows, against 2.7 GB as the ``TrainingTable`` frame with its float32 target
+    vector per row (``python ray_jobs/bench.py scale`` measures both).
+    Numpy and Arrow buffers only, so ``ray.get`` of it in a worker maps the object store, copying nothing.
+    """
+
+    file_names: pa.Array
+    seq_index: np.ndarray
+    seq_ids: pa.Array
+    targets: np.ndarray
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n_seq = len(self.seq_ids)
+        if self.seq_index.dtype != np.int32 or self.seq_index.ndim != 1:
+            raise ValueError(f"seq_index must be a 1-D int32 array, got {self.seq_index.dtype} {self.seq_index.shape}")
+        if len(self.file_names) != len(self.seq_index):
+            raise ValueError(f"{len(self.file_names)} file names for {len(self.seq_index)} rows")
+        if self.targets.dtype != np.uint8 or self.targets.shape != (n_seq, len(self.classes)):
+            raise ValueError(f"targets must be uint8 of shape {(n_seq, len(self.classes))}, got "
+                             f"{self.targets.dtype} {self.targets.shape}")
+        if len(self.seq_index) and (self.seq_index.min() < 0 or self.seq_index.max() >= n_seq):
+            raise ValueError(f"seq_index must lie in [0, {n_seq})")
+
+    @classmethod
+    def from_sequences(
+        cls,
+        row_seq_ids: Sequence[str] | np.ndarray | pd.Series,
+        file_names: Sequence[str] | np.ndarray | pd.Series | pa.Array,
+        seq_ids: Sequence[str] | np.ndarray | pd.Series,
+        seq_targets: np.ndarray,
+        classes: Sequence[str],
+    ) -> EpochTable:
+        """From each row's ``seq_id`` and file name, and one 0/1 target row per sequence (``seq_ids``).
+
+        What the labels file gives: a row per sequence. No per-row target is ever built.
+        """
+        seq_ids = _large_strings(seq_ids)
+        if pc.count_distinct(seq_ids).as_py() != len(seq_ids):
+            raise ValueError("seq_ids repeat a sequence")
+        rows = _large_strings(row_seq_ids)
+        codes = pc.index_in(rows, value_set=seq_ids)
+        if codes.null_count:
+            missing = rows.filter(codes.is_null()).slice(0, 3).to_pylist()
+            raise ValueError(f"{codes.null_count} rows name a sequence with no target, e.g. {missing}")
+        return cls(_large_strings(file_names), codes.to_numpy().astype(np.int32), seq_ids,
+                   _binary_targets(np.asarray(seq_targets), len(classes)), tuple(classes))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, classes: Sequence[str]) -> EpochTable:
+        """From a :class:`camtrap.train.dataset.TrainingTable` frame (``seq_id, file_name, target``).
+
+        Every row of a sequence carries its sequence's labels (``load_training_table`` joins them so);
+        the row where a sequence first appears stands for it.
+        """
+        encoded = _large_strings(frame[SEQ_ID]).dictionary_encode()
+        codes = encoded.indices.to_numpy().astype(np.int32)
+        # Codes number the sequences in order of first appearance: a row is a first where its code
+        # exceeds every code before it.
+        is_first = np.ones(len(codes), dtype=bool)
+        is_first[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]
+        targets = _binary_targets(frame[TARGET].to_numpy()[is_first], len(classes))
+        return cls(_large_strings(frame[FILE_NAME]), codes, encoded.dictionary, targets, tuple(classes))
+
+    def __len__(self) -> int:
+        return len(self.seq_index)
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.seq_ids)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.file_names.nbytes + self.seq_index.nbytes + self.seq_ids.nbytes + self.targets.nbytes)
+
+    def rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Columns of these rows: ``row``, ``seq_id``, ``file_name`` (object arrays of str), ``target``
+        (float32, one vector per row, as the loss takes it)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        seqs = self.seq_index[rows]
+        return {
+            ROW: rows,
+            SEQ_ID: self.seq_ids.take(pa.array(seqs)).to_numpy(zero_copy_only=False),
+            FILE_NAME: self.file_names.take(pa.array(rows)).to_numpy(zero_copy_only=False),
+            TARGET: self.targets[seqs].astype(np.float32),
+        }
+
+
+def _binary_targets(targets, n_classes: int, chunk: int = 65536) -> np.ndarray:
+    """0/1 targets (a matrix, or an object array of per-row vectors) as a uint8 matrix, checked and
+    converted ``chunk`` rows at a time: a season's float copy would be 0.5 GB of temporaries."""
+    out = np.empty((len(targets), n_classes), dtype=np.uint8)
+    for a in range(0, len(targets), chunk):
+        part = targets[a:a + chunk]
+        part = np.concatenate(part).reshape(len(part), -1) if part.dtype == object else np.asarray(part)
+        if part.shape[1:] != (n_classes,):
+            raise ValueError(f"targets must have {n_classes} classes, got rows of shape {part.shape[1:]}")
+        if not ((part == 0) | (part == 1)).all():
+            raise ValueError("targets must be 0 or 1 (the labels file's values)")
+        out[a:a + len(part)] = part
+    return out
+
+
+def epoch_permutation(n_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """Every row once, in the order of epoch ``epoch`` of a run seeded ``seed`` (numpy PCG64)."""
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be non-negative, got {seed} and {epoch}")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch]))).permutation(n_rows)
+
+
+def epoch_indices(n_rows: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s rows of epoch ``epoch`` (int64 row numbers, in training order).
+
+    The seeded permutation of all ``n_rows`` cut into ``world_size`` equal consecutive slices of
+    ``n_rows // world_size`` rows; the last ``n_rows % world_size`` rows of the permutation (a
+    different few each epoch) are left out, so every rank takes the same number of steps.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    per_rank = n_rows // world_size
+    return epoch_permutation(n_rows, seed, epoch)[rank * per_rank:(rank + 1) * per_rank].copy()
+
+
+def validation_indices(n_rows: int, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s validation rows: every ``world_size``-th row, so that all rows are scored once."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return np.arange(rank, n_rows, world_size, dtype=np.int64)
+
+
+def image_seed(seed: int, epoch: int, row: int) -> int:
+    """The augmentation seed (63 bits) of table row ``row`` in epoch ``epoch`` of a run seeded ``seed``.
+
+    Keyed by the row, which appears at most once per epoch, so it is also its position's seed: the
+    same in whichever task decodes it, and the same whatever the number of ranks.
+    """
+    state = np.random.SeedSequence([seed, epoch, row, 1]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+def _positions(start: int, stop: int) -> list[pa.Table]:
+    return [pa.table({_POSITION: np.arange(start, stop, dtype=np.int64)})]
+
+
+class EpochPositionsDatasource(Datasource):
+    """Positions ``0..n-1`` of a rank's index slice, ``rows_per_task`` per read task (one block each).
+
+    Not ``ray.data.range``: Ray Data puts every read task in the object store from the process that
+    iterates (here the training worker) when the epoch starts, and ``range``'s tasks (closures) took
+    about 3.5 ms each to pickle and put; these (a module function and two ints) take about half that.
+    """
+
+    def __init__(self, n: int, rows_per_task: int) -> None:
+        self.n, self.rows_per_task = n, rows_per_task
+
+    def estimate_inmemory_data_size(self) -> int:
+        return 8 * self.n
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
+        """Tasks of ``rows_per_task`` positions each (``parallelism`` is ignored: the tasks are fixed)."""
+        schema = pa.schema([(_POSITION, pa.int64())])
+        tasks = []
+        for start in range(0, self.n, self.rows_per_task):
+            stop = min(self.n, start + self.rows_per_task)
+            meta = BlockMetadata(num_rows=stop - start, size_bytes=8 * (stop - start), input_files=None,
+                                 exec_stats=None)
+            tasks.append(ReadTask(functools.partial(_positions, start, stop), meta, schema=schema,
+                                  per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def decode_epoch_batch(
+    batch: dict[str, np.ndarray],
+    table_ref,
+    indices_ref,
+    images_dir: str,
+    transform: Callable[..., np.ndarray],
+    seed: int | None,
+    epoch: int,
+) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` function: positions in a rank's slice -> its rows, decoded and augmented.
+
+    The table and the slice come from the object store (``ray.get`` maps them; nothing is copied).
+    ``seed`` ``None`` (validation): no per-image seed, the transform is called as ``transform(image)``.
+    """
+    import ray
+
+    table: EpochTable = ray.get(table_ref)
+    rows = ray.get(indices_ref)[batch[_POSITION]]
+    cols = table.rows(rows)
+    seeds = None if seed is None else [image_seed(seed, epoch, int(r)) for r in rows]
+    keep, images = decode_files(cols[FILE_NAME], images_dir, transform, seeds)
+    out = {k: v[keep] for k, v in cols.items()}
+    out[IMAGE] = images
+    return out
+
+
+def epoch_dataset(
+    table,
+    images_dir: str,
+    transform: Callable[..., np.ndarray],
+    indices: np.ndarray,
+    seed: int | None,
+    epoch: int,
+    rows_per_block: int = 64,
+    rows_per_task: int = 2048,
+    block_bytes: int = 8 * 2**20,
+    max_cpus: float | None = None,
+    max_object_store_bytes: float | None = None,
+    progress_bars: bool = False,
+):
+    """One rank's epoch: a Ray Dataset of ``image`` (uint8 HWC), ``target`` (float32), ``seq_id``,
+    ``file_name`` and ``row``, in the order of ``indices``.
+
+    ``table``: an :class:`EpochTable` or, better, the ``ray.put`` ref of one (put once per run, shared
+    by every worker and epoch). ``indices``: this rank's rows (:func:`epoch_indices`, or
+    :func:`validation_indices` with ``seed=None`` for a deterministic eval transform). Each Ray task
+    takes ``rows_per_task`` consecutive positions of ``indices`` (:class:`EpochPositionsDatasource`),
+    decodes them ``rows_per_block`` at a time and hands out the images in blocks of about
+    ``block_bytes``: the process that iterates puts one small object per task (about 430 for a rank of
+    a 7 M-row season on 8 ranks), and there is no all-to-all. ``preserve_order`` keeps the blocks in
+    order, so the batches are the same on every build.
+
+    No local shuffle buffer: the permutation already shuffles over the whole season, so a buffer would
+    only move rows a few batches, cost a window of decoded images in the worker, and need a seed of
+    its own to stay repeatable.
+
+    ``max_cpus`` and ``max_object_store_bytes`` cap this dataset's executor: each rank runs its own,
+    so give each about its share (the cluster's decode CPUs and object store over the world size).
+    """
+    import ray
+
+    table_ref = table if isinstance(table, ray.ObjectRef) else ray.put(table)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    n = len(indices)
+    if n == 0:
+        raise ValueError("no rows for this rank: the epoch dataset would be empty")
+    rows_per_task = max(rows_per_task, rows_per_block)
+    ds = ray.data.read_datasource(EpochPositionsDatasource(n, rows_per_task),
+                                  override_num_blocks=-(-n // rows_per_task))
+    # Not fused with the read (Ray Data does not fuse a batch size after a read): one decode task per
+    # read block, calling this on ``rows_per_block`` rows at a time.
+    ds = ds.map_batches(
+        decode_epoch_batch,
+        fn_kwargs={"table_ref": table_ref, "indices_ref": ray.put(indices), "images_dir": images_dir,
+                   "transform": transform, "seed": seed, "epoch": epoch},
+        batch_size=rows_per_block,
+        batch_format="numpy",
+        compute=ray.data.TaskPoolStrategy(),
+        num_cpus=1,
+    )
+    # Decoded images leave a task in blocks of about this size (Ray's default, 128 MiB, would hold the
+    # first batch back until hundreds of images are decoded).
+    ds.context.target_max_block_size = block_bytes
+    options = ds.context.execution_options
+    options.preserve_order = True
+    if max_cpus is not None or max_object_store_bytes is not None:
+        options.resource_limits = ray.data.ExecutionResources.for_limits(
+            cpu=max_cpus, object_store_memory=max_object_store_bytes)
+    ds.context.enable_progress_bars = progress_bars
+    return ds
