@@ -9,6 +9,7 @@ stage restarts from its last checkpoint. Also runs as
 """
 
 import argparse
+import os
 import sys
 
 import _bootstrap  # noqa: F401
@@ -16,9 +17,10 @@ import _bootstrap  # noqa: F401
 from camtrap import cli
 from camtrap.config.overrides import apply_overrides
 from camtrap.config.recipe import load_recipe
+from camtrap.data.lock import RunLock
 from camtrap.errors import exits_on_input_error
 from camtrap.runtime import init_ray
-from camtrap.train.driver import run_training
+from camtrap.train.driver import dry_run, run_training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,11 +30,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_labels(p)
     cli.add_images_dir(p, help="prepared images (the output of prepare.py) or raw images, folder or URI")
     p.add_argument("--out", required=True, help="run directory: model.pt, stages/, metrics, TensorBoard logs")
-    p.add_argument("--num-workers", type=int, default=2, help="DDP workers (default 2)")
-    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per worker")
-    p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs reserved per worker (default: auto)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DDP workers (default: the recipe's scaling.num_workers; another count scales the LR)")
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="one GPU per worker (default: the recipe's scaling.use_gpu; auto = GPUs if the cluster "
+                        "has them or can add them)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs reserved per worker (default: the recipe's, else sized from one node's CPUs)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     cli.add_overwrite(p, "clear RUN_DIR's stages, checkpoints and model and train from scratch")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (workers, device, AMP, batches, LRs, steps, storage, whether the cluster "
+                        "must scale up) and start nothing")
     return p.parse_args(argv)
 
 
@@ -40,19 +49,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     recipe = apply_overrides(load_recipe(args.recipe), args.set)
-    init_ray(args.address)
-    summary = run_training(
-        recipe,
-        metadata=args.metadata,
-        labels=args.labels,
-        images_dir=args.images_dir,
-        out_dir=args.out,
-        num_workers=args.num_workers,
-        use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        max_failures=args.max_failures,
-        overwrite=args.overwrite,
-    )
+    if args.dry_run:
+        if args.address or os.environ.get("RAY_ADDRESS"):
+            init_ray(args.address)  # only to read the cluster: no trainer, no workers
+        print(dry_run(recipe, args.metadata, args.labels, args.images_dir, args.out, num_workers=args.num_workers,
+                      use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker))
+        return 0
+    # One run folder, one job: a second train.py on it is refused, naming the holder, before Ray starts.
+    with RunLock(args.out, job="train.py"):
+        init_ray(args.address)
+        summary = run_training(
+            recipe,
+            metadata=args.metadata,
+            labels=args.labels,
+            images_dir=args.images_dir,
+            out_dir=args.out,
+            num_workers=args.num_workers,
+            use_gpu=args.use_gpu,
+            cpus_per_worker=args.cpus_per_worker,
+            max_failures=args.max_failures,
+            overwrite=args.overwrite,
+        )
     print(summary)
     return 0
 

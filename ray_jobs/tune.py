@@ -16,6 +16,7 @@ import _bootstrap  # noqa: F401
 from camtrap import cli
 from camtrap.config.recipe import load_recipe
 from camtrap.config.tune_space import load_tune_space, validate_against_recipe
+from camtrap.data.lock import RunLock
 from camtrap.errors import exits_on_input_error
 from camtrap.runtime import init_ray
 from camtrap.tune.sweep import run_sweep
@@ -40,9 +41,10 @@ def main(argv=None) -> int:
     space = load_tune_space(args.space)
     recipe = load_recipe(args.recipe)
     validate_against_recipe(space, recipe)
-    init_ray(args.address)
-    summary = run_sweep(space, recipe, args.metadata, args.labels, args.images_dir, args.out,
-                        num_samples=args.num_samples, max_concurrent=args.max_concurrent)
+    with RunLock(args.out, job="tune.py"):  # one sweep folder, one job
+        init_ray(args.address)
+        summary = run_sweep(space, recipe, args.metadata, args.labels, args.images_dir, args.out,
+                            num_samples=args.num_samples, max_concurrent=args.max_concurrent)
     print(summary)
     return 0
 

@@ -94,7 +94,8 @@ def test_the_rule_itself_refuses_backward_imports():
     assert _allowed("infer", "train") and _allowed("bench", "train") and _allowed("train", "metrics")
 
 
-@pytest.mark.parametrize("module", ["camtrap.evaluate.report", "camtrap.evaluate.submission", "camtrap.run_layout",
+@pytest.mark.parametrize("module", ["camtrap.evaluate.report", "camtrap.evaluate.submission", "camtrap.evaluate.sweep",
+                                    "camtrap.run_layout",
                                     "camtrap.model_file", "camtrap.config.recipe", "camtrap.data.frames"])
 def test_torch_free_modules_do_not_import_torch(module):
     """Reading a submission or a run, validating a recipe and decoding frames for scoring never pay for

@@ -8,6 +8,7 @@ A run folder (``train.py --out RUN_DIR``)::
 
     RUN_DIR/
       recipe.yaml             the resolved recipe; pins the folder to it
+      scaling.json            the resolved workers; pins the folder to its worker count
       model.pt                the trained model (camtrap.model_file)
       rejected_rows.csv       rows training could not use, with reasons
       metrics.csv, .json      every epoch of every stage (columns: HISTORY_COLUMNS and more)
@@ -22,6 +23,7 @@ A sweep folder (``tune.py --out SWEEP_DIR``)::
       results.csv             one row per trial
       best_recipe.yaml        the winner, usable as train.py --recipe
       sweep/                  the Ray Tune experiment
+      trials/<trial id>/      each trial's run folder
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from camtrap.data import storage
 
 # ------------------------------------------------------------------------------------------ run folder
 RECIPE_FILE = "recipe.yaml"
+#: The resolved workers of the run (count, GPU, LR scale): a run folder is pinned to its worker count.
+SCALING_FILE = "scaling.json"
 MODEL_FILE = "model.pt"
 REJECTED_ROWS_FILE = "rejected_rows.csv"
 METRICS_CSV = "metrics.csv"
@@ -45,7 +49,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 #: What ``train.py --overwrite`` removes: everything training writes, nothing else a user keeps there.
 RUN_OWNED: tuple[str, ...] = (
-    RECIPE_FILE, MODEL_FILE, STAGES_DIR, RAY_RESULTS_DIR, METRICS_CSV, METRICS_JSON, TENSORBOARD_DIR,
+    RECIPE_FILE, SCALING_FILE, MODEL_FILE, STAGES_DIR, RAY_RESULTS_DIR, METRICS_CSV, METRICS_JSON, TENSORBOARD_DIR,
 )
 
 # ------------------------------------------------------------------------------------- history columns
@@ -72,6 +76,8 @@ BEST_METRICS: tuple[str, ...] = (VAL_LOSS, VAL_METRIC, VAL_PRIOR_METRIC, EPOCH)
 SWEEP_RESULTS_FILE = "results.csv"
 BEST_RECIPE_FILE = "best_recipe.yaml"
 SWEEP_NAME = "sweep"
+#: Each trial's run folder (a run folder as above), on the sweep's storage so any node can write it.
+TRIALS_DIR = "trials"
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,10 @@ class RunLayout:
     @property
     def recipe(self) -> str:
         return self.path(RECIPE_FILE)
+
+    @property
+    def scaling(self) -> str:
+        return self.path(SCALING_FILE)
 
     @property
     def model(self) -> str:
@@ -135,3 +145,6 @@ class SweepLayout:
     @property
     def best_recipe(self) -> str:
         return storage.join(self.root, BEST_RECIPE_FILE)
+
+    def trial_dir(self, trial_id: str) -> str:
+        return storage.join(self.root, TRIALS_DIR, trial_id)

@@ -1,6 +1,7 @@
 """Starting or joining Ray, in one place, for every job script and test.
 
-* With no address (and no ``RAY_ADDRESS``), Ray starts in-process: the laptop and CI case.
+* With no address (and no ``RAY_ADDRESS``), Ray starts in-process: the laptop and CI case. That Ray is
+  pinned as this job's (``RAY_ADDRESS``) for every process it starts, see :func:`start_own_ray`.
 * With ``--address auto`` or a ``ray job submit`` driver, it joins the running cluster.
 
 In both cases the ``camtrap`` package is shipped to the workers through the runtime environment
@@ -9,8 +10,11 @@ In both cases the ``camtrap`` package is shipped to the workers through the runt
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import camtrap
@@ -28,11 +32,24 @@ def runtime_env() -> dict:
     return {"py_modules": [package_dir()], "env_vars": dict(WORKER_ENV)}
 
 
+#: ``RAY_ADDRESS`` as :func:`init_ray` set it for the Ray it started; once that Ray is shut down, a
+#: later ``init_ray`` in this process starts a new one instead of dialling the dead one.
+_pinned_address: str | None = None
+
+
+def free_port() -> int:
+    """A TCP port free on every interface now (another process may still take it before we bind it)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True,
              include_dashboard: bool = True):
     """Start or join Ray once; a no-op when this process is already connected.
 
-    ``num_cpus`` and ``include_dashboard`` only apply to a Ray started here. The dashboard of a local
+    ``num_cpus`` and ``include_dashboard`` only apply to a Ray started here (no address, no
+    ``RAY_ADDRESS``, or ``"local"``), which :func:`start_own_ray` pins. The dashboard of a local
     Ray binds to 127.0.0.1 (never another interface) and is on by default: besides showing jobs, it
     serves the state API that Ray Train's placement-group cleaner needs. Without it, a Tune trial
     stopped early leaks its workers' placement group, and the next trial waits for CPUs forever.
@@ -43,15 +60,68 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     os.environ.update(WORKER_ENV)
     if ray.is_initialized():
         return ray.get_runtime_context()
+    if _pinned_address and os.environ.get("RAY_ADDRESS") == _pinned_address:
+        del os.environ["RAY_ADDRESS"]  # the Ray this process started and has shut down since
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict = {"runtime_env": runtime_env(), "log_to_driver": True}
-    if address:
-        kwargs["address"] = address
-    else:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=include_dashboard, dashboard_host="127.0.0.1")
     if quiet:
         kwargs["logging_level"] = logging.WARNING
-    return ray.init(**kwargs)
+    if address and address != "local":
+        context = ray.init(address=address, **kwargs)
+        # The state API finds "the" cluster through RAY_ADDRESS (see start_own_ray): name the one joined,
+        # so a second Ray on this machine cannot make the lookup ambiguous.
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        return context
+    return start_own_ray(num_cpus=num_cpus, include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
+                         **kwargs)
+
+
+def start_own_ray(**init_kwargs):
+    """Start a Ray for this job alone, and make it the one everything this job starts will find.
+
+    Two jobs side by side on one machine each start a Ray, and code that looks for "the" local Ray
+    without an address then cannot tell them apart. The state API (``ray.util.state.list_actors``,
+    ``get_actor``) never asks the Ray its process is connected to: ``StateApiClient`` takes its server
+    from ``ray.dashboard.utils.get_address_for_submission_client``: ``RAY_API_SERVER_ADDRESS``, else
+    ``RAY_ADDRESS``, else ``services.canonicalize_bootstrap_address_or_die``, which reads the last
+    ``ray start`` cluster from ``/tmp/ray/ray_current_cluster`` (silently another cluster, if one was
+    started so) or else scans ``ps`` for raylets' ``--gcs-address`` (``find_gcs_addresses``): with two,
+    "Found multiple active Ray instances". Ray Train's placement-group cleaner is a detached actor that
+    calls ``get_actor`` so: with two jobs it fails (or asks the other cluster), and a trial stopped
+    early leaks its placement group.
+
+    ``RAY_ADDRESS`` set after ``ray.init`` reaches only this process (tried: a detached actor does not
+    see it), because the raylet copies the environment when it starts and its workers inherit that.
+    So the GCS port is chosen first (``RAY_GCS_SERVER_PORT``, which ``ray._private.node.Node`` reads
+    for a head node; it stays in the environment of Ray's own processes, where only a head start reads
+    it), ``RAY_ADDRESS`` is set to that address, and ``ray.init(address="local")`` (which always starts
+    a new Ray and ignores ``RAY_ADDRESS``) starts this job's Ray with every process of it pinned. So,
+    unlike a bare ``ray.init()``, a job never joins a ``ray start`` cluster unasked (``--address auto``
+    does). Processes this job starts inherit ``RAY_ADDRESS`` too: one that must start or reach another
+    Ray has to drop it from its environment, as under ``ray job submit``.
+    """
+    global _pinned_address
+    import ray
+
+    saved_port = os.environ.get("RAY_GCS_SERVER_PORT")
+    port = int(saved_port or 0) or free_port()
+    pinned = f"{ray.util.get_node_ip_address()}:{port}"
+    os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=pinned)
+    try:
+        context = ray.init(address="local", **init_kwargs)
+    except BaseException:
+        os.environ.pop("RAY_ADDRESS", None)
+        raise
+    finally:
+        if saved_port is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = saved_port
+    actual = ray.get_runtime_context().gcs_address
+    if actual != pinned:  # the workers were told another address: only this process can be corrected
+        logging.getLogger(__name__).warning("Ray's GCS is at %s, not %s as pinned", actual, pinned)
+    os.environ["RAY_ADDRESS"] = _pinned_address = actual
+    return context
 
 
 def cpus_per_actor(num_actors: int, use_gpu: bool, reserve: float = 0.0) -> float:
@@ -84,7 +154,7 @@ def frame_dataset(frame, rows_per_block: int, min_blocks: int = 1):
     frame = frame.reset_index(drop=True)
     n_blocks = max(math.ceil(len(frame) / rows_per_block), min(len(frame), min_blocks), 1)
     bounds = np.linspace(0, len(frame), n_blocks + 1).astype(int)
-    return ray.data.from_pandas([frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+    return ray.data.from_pandas([frame.iloc[a:b] for a, b in itertools.pairwise(bounds) if b > a])
 
 
 def state_api_available() -> bool:
@@ -97,3 +167,119 @@ def state_api_available() -> bool:
     except (RayStateApiException, ConnectionError):
         return False
     return True
+
+
+#: Where ``ray up`` leaves the cluster's autoscaler config on the head node (the driver of a
+#: ``ray job submit`` runs there).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+@dataclass
+class NodeShape:
+    """What one node offers: its CPUs and GPUs, and (for an autoscaler node type) how many may exist."""
+
+    cpus: float
+    gpus: float
+    max_count: int = 1
+    name: str = ""
+
+
+@dataclass
+class ClusterView:
+    """The nodes a cluster has now, and the node types its autoscaler may add.
+
+    Read once before a job plans its workers: a fresh ``cluster.yaml`` cluster is a head with 0 CPUs
+    and no GPUs, and only the autoscaler's node types say what the job can get.
+    """
+
+    nodes: list[NodeShape] = field(default_factory=list)
+    node_types: list[NodeShape] = field(default_factory=list)
+    source: str = "local machine"
+
+    @property
+    def gpus_now(self) -> float:
+        return sum(n.gpus for n in self.nodes)
+
+    @property
+    def cpus_now(self) -> float:
+        return sum(n.cpus for n in self.nodes)
+
+    @property
+    def max_gpus(self) -> float:
+        """GPUs the cluster can reach: those it has plus what every scalable node type adds at most."""
+        return self.gpus_now + sum(t.gpus * t.max_count for t in self.node_types)
+
+    def can_autoscale(self, gpu: bool) -> bool:
+        return any(t.max_count > 0 and (t.gpus > 0 if gpu else t.cpus > 0) for t in self.node_types)
+
+    def largest_node(self, gpu: bool) -> NodeShape | None:
+        """The biggest node (now or addable) that can host a worker: with a GPU, or with CPUs."""
+        shapes = [s for s in (*self.nodes, *self.node_types) if (s.gpus > 0 if gpu else s.cpus > 0)]
+        return max(shapes, key=lambda s: (s.cpus, s.gpus), default=None)
+
+
+def _node_types_from_gcs() -> list[NodeShape]:
+    """Node types the autoscaler reported to the GCS (Ray Data reads the same record)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: without it we fall back to the bootstrap file
+        return []
+    if config is None:
+        return []
+    return [
+        NodeShape(cpus=float(g.resources.get("CPU", 0)), gpus=float(g.resources.get("GPU", 0)),
+                  max_count=int(g.max_count) if g.max_count >= 0 else 10**6, name=g.name)
+        for g in config.node_group_configs
+    ]
+
+
+def _node_types_from_bootstrap(path: str = BOOTSTRAP_CONFIG) -> list[NodeShape]:
+    """Node types of the autoscaler config ``ray up`` wrote on the head (``available_node_types``)."""
+    import yaml
+
+    full = Path(os.path.expanduser(path))
+    if not full.is_file():
+        return []
+    try:
+        config = yaml.safe_load(full.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    head = config.get("head_node_type")
+    return [
+        NodeShape(cpus=float(spec.get("resources", {}).get("CPU", 0)),
+                  gpus=float(spec.get("resources", {}).get("GPU", 0)),
+                  max_count=int(spec.get("max_workers", config.get("max_workers", 0)) or 0), name=name)
+        for name, spec in (config.get("available_node_types") or {}).items() if name != head
+    ]
+
+
+def cluster_view() -> ClusterView:
+    """The connected Ray's alive nodes and autoscaler node types; the local machine when Ray is not up.
+
+    Without a connection nothing is started: a dry run describes what a local Ray would have (this
+    machine's cores and CUDA devices).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        gpus = 0
+        try:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        except ImportError:
+            pass
+        return ClusterView(nodes=[NodeShape(cpus=float(os.cpu_count() or 1), gpus=float(gpus))])
+    nodes = [
+        NodeShape(cpus=float(n["Resources"].get("CPU", 0)), gpus=float(n["Resources"].get("GPU", 0)),
+                  name=n.get("NodeManagerAddress", ""))
+        for n in ray.nodes() if n.get("Alive")
+    ]
+    types = _node_types_from_gcs()
+    source = "autoscaler (GCS)" if types else "Ray cluster"
+    if not types:
+        types = _node_types_from_bootstrap()
+        source = f"autoscaler ({BOOTSTRAP_CONFIG})" if types else source
+    return ClusterView(nodes=nodes, node_types=types, source=source)

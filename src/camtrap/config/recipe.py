@@ -114,6 +114,21 @@ class OptimizerConfig(StrictModel):
     nesterov: bool = False
 
 
+class ScalingConfig(StrictModel):
+    """How many DDP workers a run uses and on what: part of the recipe, as in the seed (8 GPUs).
+
+    ``batch_size`` of each stage is per worker, as in the seed, and each stage's ``lr`` is the LR for
+    ``num_workers`` workers: a run with another worker count (``train.py --num-workers``) scales ``lr`` and
+    ``min_lr`` linearly with the global batch (Goyal et al.'s rule) unless ``scale_lr`` is off.
+    ``use_gpu: auto`` takes GPUs when the cluster has them or its autoscaler can add nodes with them.
+    """
+
+    num_workers: int = Field(default=2, ge=1, description="DDP workers (the LR is the recipe's at this count)")
+    use_gpu: Literal["auto"] | bool = Field(default="auto", description="auto: GPUs when the cluster can have them")
+    cpus_per_worker: float | None = Field(default=None, gt=0, description="None: sized from one node's CPUs")
+    scale_lr: bool = Field(default=True, description="scale lr/min_lr linearly with another worker count")
+
+
 ValidationKind = Literal["prefix", "fraction", "files"]
 
 
@@ -191,6 +206,7 @@ class Recipe(ConfigFile):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     validation: ValidationConfig
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     stages: list[StageConfig] = Field(min_length=1)
     keep_checkpoints: int = Field(default=3, ge=1)
     seed: int = 666

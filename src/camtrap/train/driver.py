@@ -28,14 +28,12 @@ import pandas as pd
 from camtrap import run_layout as layout
 from camtrap.config.recipe import Recipe, StageConfig, recipe_changes, recipe_yaml
 from camtrap.data import storage
-from camtrap.data.classes import COMPETITION_CLASSES, SEQ_ID
-from camtrap.data.contract import issues_frame
 from camtrap.errors import InputError
-from camtrap.metrics import class_priors
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
 from camtrap.run_layout import RunLayout
-from camtrap.runtime import cpus_per_actor
-from camtrap.train.dataset import TrainingTable, image_dataset, load_training_table, split_validation
+from camtrap.train.dataset import image_dataset
+from camtrap.train.plan import TrainingPlan, describe_plan, describe_workers, plan_training
+from camtrap.train.scaling import WorkerPlan
 
 
 class RunDirError(InputError):
@@ -81,50 +79,6 @@ class TrainSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class TrainingPlan:
-    """Everything a run's stages share, resolved once in the driver before any worker starts."""
-
-    recipe: Recipe
-    images_dir: str
-    train_rows: pd.DataFrame
-    val_rows: pd.DataFrame
-    classes: list[str]
-    priors: list[float]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_workers: int
-    use_gpu: bool
-    cpus_per_worker: float
-    torch_threads: int
-    rejected: pd.DataFrame
-
-    def steps_per_epoch(self, stage: StageConfig) -> int:
-        """Optimizer steps per epoch: every rank takes the same number of full batches."""
-        steps = (len(self.train_rows) // self.num_workers) // stage.batch_size
-        if steps < 1:
-            raise InputError(
-                f"stage {stage.name}: {len(self.train_rows)} training images over {self.num_workers} workers is "
-                f"less than one batch of {stage.batch_size} per worker"
-            )
-        return steps
-
-
-def worker_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float | None = None) -> tuple[float, int]:
-    """(CPUs reserved per training worker, torch threads per worker).
-
-    Threads follow the reservation (at least one), so two CPU workers on two cores do not each start
-    a thread per core and fight over them.
-    """
-    cpus = cpus_per_worker or cpus_per_actor(num_workers, use_gpu)
-    return cpus, max(1, int(round(cpus))) if not use_gpu else max(1, int(cpus))
-
-
-def recipe_classes(recipe: Recipe) -> tuple[str, ...] | None:
-    """The class list a recipe trains on: the competition's 54, or ``None`` (the labels header's)."""
-    return COMPETITION_CLASSES if recipe.classes == "competition" else None
-
-
 def open_run_dir(out_dir: str, recipe: Recipe, overwrite: bool) -> RunLayout:
     """Create ``out_dir``, pin it to ``recipe`` and write the resolved recipe there.
 
@@ -155,48 +109,36 @@ def open_run_dir(out_dir: str, recipe: Recipe, overwrite: bool) -> RunLayout:
     return run
 
 
-def _split(recipe: Recipe, table: TrainingTable, images_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train rows, validation rows) by the recipe's validation setting; a sequence is never on both sides."""
-    if recipe.validation.metadata is None:
-        return split_validation(table, recipe.validation)
-    val_table = load_training_table(recipe.validation.metadata, recipe.validation.labels, images_dir, table.classes)
-    table.issues.extend(val_table.issues)
-    overlap = set(table.frame[SEQ_ID]) & set(val_table.frame[SEQ_ID])
-    if overlap:
-        raise InputError(f"{len(overlap)} sequences are in both training and validation, e.g. {sorted(overlap)[:3]}")
-    return table.frame, val_table.frame
+def pin_workers(run: RunLayout, workers: WorkerPlan) -> None:
+    """Refuse to resume a run with another worker count; record the count of a new run.
+
+    The per-step schedule of a stage is measured in steps per epoch, which the worker count sets: a
+    checkpoint's scheduler position taken with 8 workers is the wrong point of the curve with 4, and
+    the LR was scaled for 8. So a run folder is pinned to its worker count, as to its recipe.
+    """
+    record = {"num_workers": workers.num_workers, "use_gpu": workers.use_gpu, "lr_scale": workers.lr_scale,
+              "cpus_per_worker": workers.cpus_per_worker}
+    if storage.exists(run.scaling):
+        old = json.loads(storage.read_bytes(run.scaling))
+        if old.get("num_workers") != workers.num_workers:
+            raise RunDirError(
+                f"{run.scaling}: {run.root} was trained with {old.get('num_workers')} workers; resuming it with "
+                f"{workers.num_workers} would continue the schedule at a step measured for the old count. Use "
+                f"--num-workers {old.get('num_workers')}, another --out, or --overwrite"
+            )
+    storage.write_bytes_atomic(run.scaling, json.dumps(record, indent=1).encode())
 
 
-def plan_training(
-    recipe: Recipe,
-    metadata: str | Sequence[str],
-    labels: str,
-    images_dir: str,
-    num_workers: int,
-    use_gpu: bool = False,
-    cpus_per_worker: float | None = None,
-) -> TrainingPlan:
-    """Tables, split, priors, normalisation and worker resources: the same for every stage of a run."""
-    from camtrap.train.models import create_classifier, model_normalization
+def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda: bool = True) -> dict[str, Any]:
+    """The ``train_loop_config`` of one stage's trainer (plain data and one object ref).
 
-    table = load_training_table(metadata, labels, images_dir, recipe_classes(recipe))
-    train_rows, val_rows = _split(recipe, table, images_dir)
-    priors = class_priors(TrainingTable(train_rows, table.classes).sequence_targets()[1])
-    probe = create_classifier(recipe.model, num_classes=len(table.classes), pretrained=None, freeze="none")
-    mean, std = model_normalization(probe)
-    cpus, threads = worker_resources(num_workers, use_gpu, cpus_per_worker)
-    return TrainingPlan(
-        recipe=recipe, images_dir=images_dir, train_rows=train_rows, val_rows=val_rows,
-        classes=list(table.classes), priors=priors.tolist(), mean=mean, std=std, num_workers=num_workers,
-        use_gpu=use_gpu, cpus_per_worker=cpus, torch_threads=threads, rejected=issues_frame(table.issues),
-    )
-
-
-def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights) -> dict[str, Any]:
-    """The ``train_loop_config`` of one stage's trainer (plain data and one object ref)."""
+    ``cuda`` False: the workers hold GPUs that have no CUDA device (a simulated cluster), so they
+    compute on their CPUs.
+    """
     return {
         "recipe": plan.recipe.model_dump(mode="json"),
-        "stage": stage.model_dump(mode="json"),
+        "stage": plan.stage(stage).model_dump(mode="json"),
+        "use_cuda": plan.use_gpu and cuda,
         "classes": plan.classes,
         "priors": plan.priors,
         "mean": list(plan.mean),
@@ -238,17 +180,18 @@ def fit_stage(
     """
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from camtrap.train.loop import train_loop_per_worker
 
+    cuda = gpu_nodes_have_cuda() if plan.use_gpu else False
     init = ray.put(state_to_bytes(read_state_file(prev_best)["model"])) if prev_best else None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=stage_loop_config(plan, stage, init),
+        train_loop_config=stage_loop_config(plan, stage, init, cuda=cuda),
+        torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=plan.num_workers, use_gpu=plan.use_gpu,
-            resources_per_worker={"CPU": plan.cpus_per_worker, **({"GPU": 1} if plan.use_gpu else {})},
+            num_workers=plan.num_workers, use_gpu=plan.use_gpu, resources_per_worker=plan.workers.resources_per_worker,
         ),
         run_config=ray.train.RunConfig(
             name=stage.name,
@@ -282,6 +225,28 @@ def fit_stage(
     return result, history
 
 
+def gpu_nodes_have_cuda() -> bool:
+    """Whether a node that offers a GPU to Ray really has a CUDA device (a one-GPU probe task).
+
+    A simulated cluster declares GPUs that are not there; its workers then train on their CPUs with
+    gloo instead of nccl, and the job says so once. On a real cluster the probe waits, like the
+    trainer would, for the autoscaler to bring up a GPU node.
+    """
+    import ray
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def _probe() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    if ray.get(_probe.remote()):
+        return True
+    print("train: the GPU nodes have no CUDA device (a simulated cluster?): the workers hold their GPUs but "
+          "compute on CPU, with gloo", flush=True)
+    return False
+
+
 def done_stage(best_path: str) -> tuple[StageResult, list[dict]]:
     """A finished stage, read back from its ``best.pt``: its result and history."""
     done = read_state_file(best_path)
@@ -297,19 +262,25 @@ def run_complete(run: RunLayout, recipe: Recipe) -> bool:
 
 
 def write_history(run: RunLayout, history: list[dict]) -> None:
-    """Every epoch of every stage as CSV, JSON and (local runs) TensorBoard scalars."""
-    storage.write_bytes_atomic(run.metrics_csv, pd.DataFrame(history).to_csv(index=False).encode())
-    storage.write_bytes_atomic(run.metrics_json, json.dumps(history, indent=1).encode())
-    if storage.is_uri(run.root):
-        return
+    """Every epoch of every stage as CSV, JSON and TensorBoard scalars (written locally, then uploaded
+    when the run lives on object storage, where TensorBoard reads it as well)."""
+    import tempfile
+
     from tensorboardX import SummaryWriter
 
-    with SummaryWriter(run.tensorboard) as writer:
-        for step, row in enumerate(history):
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    writer.add_scalar(f"{key}", value, step)
-                    writer.add_scalar(f"{row[layout.STAGE]}/{key}", value, row[layout.EPOCH])
+    storage.write_bytes_atomic(run.metrics_csv, pd.DataFrame(history).to_csv(index=False).encode())
+    storage.write_bytes_atomic(run.metrics_json, json.dumps(history, indent=1).encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        local = run.tensorboard if not storage.is_uri(run.root) else tmp
+        with SummaryWriter(local) as writer:
+            for step, row in enumerate(history):
+                for key, value in row.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                        writer.add_scalar(f"{key}", value, step)
+                        writer.add_scalar(f"{row[layout.STAGE]}/{key}", value, row[layout.EPOCH])
+        if local == tmp:
+            fs, inner = storage.get_fs(run.tensorboard)
+            fs.put(tmp.rstrip("/") + "/", inner, recursive=True)
 
 
 def finish_run(plan: TrainingPlan, run: RunLayout, last_best: str, history: list[dict]) -> None:
@@ -320,14 +291,31 @@ def finish_run(plan: TrainingPlan, run: RunLayout, last_best: str, history: list
     write_history(run, history)
 
 
+def dry_run(
+    recipe: Recipe,
+    metadata: str | Sequence[str],
+    labels: str,
+    images_dir: str,
+    out_dir: str,
+    num_workers: int | None = None,
+    use_gpu: bool | None = None,
+    cpus_per_worker: float | None = None,
+    storage_path: str | None = None,
+) -> str:
+    """The plan :func:`run_training` would follow, as text; reads the tables, writes and starts nothing."""
+    run = RunLayout(os.path.abspath(out_dir) if not storage.is_uri(out_dir) else out_dir)
+    plan = plan_training(recipe, metadata, labels, images_dir, num_workers, use_gpu, cpus_per_worker)
+    return describe_plan(plan, run.root, storage_path or run.ray_results)
+
+
 def run_training(
     recipe: Recipe,
     metadata: str | Sequence[str],
     labels: str,
     images_dir: str,
     out_dir: str,
-    num_workers: int = 2,
-    use_gpu: bool = False,
+    num_workers: int | None = None,
+    use_gpu: bool | None = None,
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
     storage_path: str | None = None,
@@ -345,6 +333,8 @@ def run_training(
     start = time.perf_counter()
     run = open_run_dir(out_dir, recipe, overwrite)
     plan = plan_training(recipe, metadata, labels, images_dir, num_workers, use_gpu, cpus_per_worker)
+    pin_workers(run, plan.workers)
+    print(describe_workers(plan), flush=True)
     storage.write_bytes_atomic(run.rejected_rows, plan.rejected.to_csv(index=False).encode())
     summary = TrainSummary(run_dir=run.root, model_path=run.model, train_images=len(plan.train_rows),
                            val_images=len(plan.val_rows), rejected_rows=len(plan.rejected))

@@ -49,8 +49,7 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
     """``(autocast dtype or None, use GradScaler)`` for a recipe's ``amp`` on this device.
 
     ``auto`` is off on CPU, where bf16 autocast was measured about 12x slower than fp32 on CPUs without
-    AVX512-BF16/AMX; on CUDA it is bf16 where the GPU supports it, else fp16 with a GradScaler (the
-    seed's apex O1 equivalent).
+    AVX512-BF16/AMX; on CUDA it is :func:`auto_amp` of the device's compute capability.
     """
     if amp == "off":
         return None, False
@@ -61,8 +60,17 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
             raise ValueError("amp 'fp16' needs a CUDA device; use 'auto' or 'off' on CPU")
         return torch.bfloat16, False
     if amp == "auto":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        amp = auto_amp(torch.cuda.get_device_capability(device))
     return (torch.float16, True) if amp == "fp16" else (torch.bfloat16, False)
+
+
+def auto_amp(capability: tuple[int, int]) -> str:
+    """``amp: auto`` on a CUDA device of this compute capability: ``bf16`` from Ampere (8.0) on, else ``fp16``.
+
+    Not ``torch.cuda.is_bf16_supported()``: it counts emulated bf16 on V100/T4 (7.x), where bf16 is slow
+    and fp16 with a GradScaler is what the seed ran (apex O1 on V100s).
+    """
+    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
 
 
 def autocast_factory(dtype: torch.dtype | None, device: torch.device) -> AutocastFactory:
@@ -201,7 +209,8 @@ class TrainStep:
         x = self.norm(pad_batch(batch[IMAGE], self.norm.fill))
         y = torch.from_numpy(np.stack(batch[TARGET])).to(self.device)
         with self.autocast():
-            loss = self.criterion(self.model(x), y)
+            logits = self.model(x)
+        loss = self.criterion(logits.float(), y)  # the loss in fp32, whatever the forward ran in
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -239,6 +248,18 @@ def validate(model: torch.nn.Module, shard, batch_size: int, norm: DeviceNormali
     return rows
 
 
+def worker_device(use_cuda: bool, rank: int) -> torch.device:
+    """This worker's device: its GPU, or the CPU when the job runs on CPUs or its GPU has no CUDA device."""
+    import ray.train.torch
+
+    if use_cuda and torch.cuda.is_available():
+        return ray.train.torch.get_device()
+    if use_cuda and rank == 0:
+        print("train: this worker holds a GPU but CUDA is not available: computing on CPU", file=sys.__stdout__,
+              flush=True)
+    return torch.device("cpu")
+
+
 def _resume(step: TrainStep, unwrapped: torch.nn.Module) -> tuple[int, list[dict[str, Any]]]:
     """(first epoch to run, history so far): from Ray Train's latest checkpoint of this stage, if any."""
     import ray.train
@@ -265,9 +286,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(config["torch_threads"])
     torch.manual_seed(recipe.seed + rank)
-    device = ray.train.torch.get_device()
+    device = worker_device(config["use_cuda"], rank)
 
-    model = ray.train.torch.prepare_model(_build_model(recipe, config))
+    model = ray.train.torch.prepare_model(_build_model(recipe, config), move_to_device=device)
     unwrapped = model.module if hasattr(model, "module") else model
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], recipe.optimizer, stage.lr)
     steps_per_epoch = config["steps_per_epoch"]

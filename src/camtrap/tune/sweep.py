@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from camtrap.config.recipe import Recipe, dump_recipe
+from camtrap.config.recipe import Recipe, recipe_yaml
 from camtrap.config.tune_space import (
     TuneSpace,
     apply_params,
@@ -77,7 +77,7 @@ def run_sweep(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from camtrap.runtime import state_api_available
-    from camtrap.train.driver import recipe_classes
+    from camtrap.train.plan import recipe_classes
 
     if not state_api_available():
         raise SweepError(
@@ -96,7 +96,7 @@ def run_sweep(
     # group are not captured into the trial's placement group: they need CPUs left outside it.
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, base=recipe.model_dump(mode="json"), space=space.model_dump(mode="json"),
-                             data=data),
+                             data=data, sweep_dir=out_dir),
         {"CPU": TRIAL_CPU},
     )
     path = storage.join(out_dir, SWEEP_NAME)
@@ -168,7 +168,8 @@ def summarize_sweep(grid, space: TuneSpace, recipe: Recipe, out_dir: str) -> Swe
         best_row = scored.loc[scored[best_col].idxmin() if space.mode == "min" else scored[best_col].idxmax()]
         summary.best_metric = float(best_row[best_col])
         summary.best_params = {k[len("param_"):]: _plain(v) for k, v in best_row.items() if k.startswith("param_")}
-        dump_recipe(apply_params(recipe, space, summary.best_params), SweepLayout(out_dir).best_recipe)
+        best = apply_params(recipe, space, summary.best_params)
+        storage.write_bytes_atomic(SweepLayout(out_dir).best_recipe, recipe_yaml(best).encode())
     return summary
 
 

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from camtrap.config.recipe import Recipe
 from camtrap.config.tune_space import TuneSpace, trial_recipe
+from camtrap.run_layout import SweepLayout
 
 #: CPU held by a trial's driver function: it only waits on its trainer (Tune refuses an empty bundle).
 TRIAL_CPU = 0.05
 
 
-def tune_trial(config: dict, base: dict, space: dict, data: dict) -> None:
-    """One trial: the space's sampled ``config`` applied to the base recipe, trained like ``train.py``."""
+def tune_trial(config: dict, base: dict, space: dict, data: dict, sweep_dir: str) -> None:
+    """One trial: the space's sampled ``config`` applied to the base recipe, trained like ``train.py``.
+
+    The trial's run folder is ``SWEEP_DIR/trials/<trial id>`` on the sweep's own storage (not Tune's
+    node-local trial folder), so a trial placed on any node checkpoints where every node and a resumed
+    sweep can read it.
+    """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -31,7 +37,7 @@ def tune_trial(config: dict, base: dict, space: dict, data: dict) -> None:
     cpus = res.cpus_per_worker or cpus_per_actor(res.num_workers, res.use_gpu, reserve=TRIAL_CPU + 0.25)
     run_training(
         recipe,
-        out_dir=tune.get_context().get_trial_dir(),
+        out_dir=SweepLayout(sweep_dir).trial_dir(tune.get_context().get_trial_id()),
         num_workers=res.num_workers,
         use_gpu=res.use_gpu,
         cpus_per_worker=cpus,

@@ -1,0 +1,81 @@
+"""Workers from the recipe's scaling block, resolved on what a cluster has now or its autoscaler can add."""
+
+from __future__ import annotations
+
+import pytest
+
+from camtrap.config.overrides import apply_overrides
+from camtrap.config.recipe import load_recipe
+from camtrap.run_layout import RunLayout
+from camtrap.runtime import ClusterView, NodeShape
+from camtrap.train.driver import RunDirError, pin_workers
+from camtrap.train.loop import auto_amp
+from camtrap.train.scaling import ScalingError, plan_workers, scaled_stage
+
+LAPTOP = ClusterView(nodes=[NodeShape(cpus=2, gpus=0)])
+#: cluster.yaml's shape before anything scaled: a head with 0 CPUs, GPU and CPU node types from 0.
+FRESH_CLUSTER = ClusterView(
+    nodes=[NodeShape(cpus=0, gpus=0)],
+    node_types=[NodeShape(cpus=64, gpus=8, max_count=2, name="gpu"), NodeShape(cpus=16, gpus=0, max_count=4)],
+    source="autoscaler (GCS)",
+)
+GPU_NODES_UP = ClusterView(nodes=[NodeShape(cpus=0, gpus=0), NodeShape(cpus=8, gpus=4), NodeShape(cpus=8, gpus=4)])
+
+
+def test_the_seed_recipes_ask_for_8_gpus_on_a_fresh_autoscaling_cluster():
+    for name in ("rx50_swsl", "rx101_wsl"):
+        w = plan_workers(load_recipe(name), FRESH_CLUSTER)
+        assert (w.num_workers, w.use_gpu) == (8, True)
+        assert w.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}  # sized from a GPU node, not the 0-CPU head
+        assert w.must_autoscale and "must add nodes" in w.availability
+        assert w.lr_scale == 1.0
+
+
+def test_auto_uses_gpus_the_cluster_has_now():
+    w = plan_workers(load_recipe("rx50_swsl"), GPU_NODES_UP)
+    assert w.use_gpu and not w.must_autoscale and "has 8 GPUs" in w.gpu_reason
+
+
+def test_auto_falls_back_to_cpu_without_gpus_or_an_autoscaler():
+    recipe = apply_overrides(load_recipe("rx50_swsl"), ["scaling.num_workers=2"])
+    w = plan_workers(recipe, LAPTOP)
+    assert not w.use_gpu and "no GPUs" in w.gpu_reason
+    assert w.cpus_per_worker == 0.5 and w.torch_threads == 1  # (2 CPUs - 1 for decoding) / 2 workers
+
+
+def test_cpu_tiny_keeps_two_cpu_workers_and_flags_override():
+    assert plan_workers(load_recipe("cpu_tiny"), LAPTOP).num_workers == 2
+    w = plan_workers(load_recipe("cpu_tiny"), GPU_NODES_UP, num_workers=1, use_gpu=True)
+    assert (w.num_workers, w.use_gpu) == (1, True)
+
+
+def test_another_worker_count_scales_the_lr_linearly_unless_switched_off():
+    recipe = load_recipe("rx50_swsl")
+    w = plan_workers(recipe, GPU_NODES_UP, num_workers=4)
+    assert w.lr_scale == 0.5
+    stage = scaled_stage(recipe.stages[0], w.lr_scale)
+    assert stage.lr == pytest.approx(0.0025) and stage.min_lr == pytest.approx(0.000005)
+    off = apply_overrides(recipe, ["scaling.scale_lr=false"])
+    assert plan_workers(off, GPU_NODES_UP, num_workers=4).lr_scale == 1.0
+
+
+def test_a_plan_nothing_can_satisfy_is_refused():
+    with pytest.raises(ScalingError, match="8 workers need 8 GPUs"):
+        plan_workers(load_recipe("rx50_swsl"), LAPTOP, use_gpu=True)
+    with pytest.raises(ScalingError, match="CPUs"):
+        plan_workers(load_recipe("cpu_tiny"), LAPTOP, num_workers=16, cpus_per_worker=1.0)
+
+
+@pytest.mark.parametrize(("capability", "amp"), [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"),
+                                                 ((8, 6), "bf16"), ((9, 0), "bf16")])
+def test_amp_auto_is_fp16_before_ampere_and_bf16_from_it(capability, amp):
+    assert auto_amp(capability) == amp
+
+
+def test_a_run_folder_is_pinned_to_its_worker_count(tmp_path):
+    run = RunLayout(str(tmp_path))
+    recipe = load_recipe("rx50_swsl")
+    pin_workers(run, plan_workers(recipe, GPU_NODES_UP))
+    pin_workers(run, plan_workers(recipe, GPU_NODES_UP))  # the same count resumes
+    with pytest.raises(RunDirError, match="trained with 8 workers.*--num-workers 8"):
+        pin_workers(run, plan_workers(recipe, GPU_NODES_UP, num_workers=4))
