@@ -14,6 +14,7 @@ from camtrap.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     crop_size,
+    stage_dims,
     eval_transform,
     normalize,
     train_transform,
@@ -57,43 +58,48 @@ def test_crop_long_side_rounds_halves_up_and_rejects_bad_input() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "long_side", "resized", "crop"),
+    ("size", "long_side", "train_resized", "crop", "eval_resized"),
     [
-        ((512, 384), 296, (288, 208), (256, 185)),  # 4:3
-        ((512, 384), 128, (128, 96), (112, 84)),
-        ((512, 384), 96, (96, 64), (80, 53)),
-        ((512, 288), 296, (288, 160), (256, 142)),  # 16:9
-        ((512, 288), 128, (128, 64), (112, 56)),
-        ((512, 288), 96, (96, 48), (80, 40)),
-        ((384, 512), 296, (208, 288), (185, 256)),  # portrait
-        ((384, 512), 128, (96, 128), (84, 112)),
-        ((384, 512), 96, (64, 96), (53, 80)),
+        # The seed's three stages: 296 -> 256, 360 -> 320, 480 -> 416 crops of 4:3 frames keep 0.75.
+        ((512, 384), 296, (296, 222), (256, 192), (288, 208)),
+        ((512, 384), 360, (360, 270), (320, 240), (352, 256)),
+        ((512, 384), 480, (480, 360), (416, 312), (480, 352)),
+        ((512, 288), 296, (296, 167), (256, 144), (288, 160)),  # 16:9
+        ((512, 288), 360, (360, 203), (320, 180), (352, 192)),
+        ((512, 288), 480, (480, 270), (416, 234), (480, 256)),
+        ((384, 512), 296, (222, 296), (192, 256), (208, 288)),  # portrait
+        ((512, 384), 128, (128, 96), (112, 84), (128, 96)),
+        ((512, 384), 96, (96, 72), (80, 60), (96, 64)),
     ],
 )
-def test_train_and_eval_output_sizes(size, long_side, resized, crop) -> None:
+def test_train_and_eval_output_sizes(size, long_side, train_resized, crop, eval_resized) -> None:
+    """Training resizes each stage to its long side exactly (the seed's crops keep the frame's aspect);
+    evaluation and inference use the preparation rule (both sides floored to 16: 360 -> 352x256)."""
     width, height = size
-    assert resize_dims(width, height, long_side) == resized
-    img = _image(width, height)
+    assert stage_dims(width, height, long_side) == train_resized
+    assert resize_dims(width, height, long_side) == eval_resized
     crop_long = crop_long_side(long_side, 1.14)
-    assert crop_size(*resized, crop_long) == crop
-    # The crop keeps the resized image's aspect ratio, within rounding of its short side.
-    rw, rh = resized
+    assert crop_size(*train_resized, crop_long) == crop
+    rw, rh = train_resized
     cw, ch = crop
     if rw >= rh:
         assert cw == crop_long and abs(ch - crop_long * rh / rw) <= 0.5
     else:
         assert ch == crop_long and abs(cw - crop_long * rw / rh) <= 0.5
+    if size == (512, 384):
+        assert abs(ch / cw - 0.75) < 0.01  # the seed's 256x192
 
+    img = _image(width, height)
     out = train_transform(long_side, 1.14, MEAN, STD, seed=1)(img)
     assert out.shape == (3, crop[1], crop[0]) and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
     ev = eval_transform(long_side, MEAN, STD)(img)
-    assert ev.shape == (3, resized[1], resized[0]) and ev.dtype == np.float32
+    assert ev.shape == (3, eval_resized[1], eval_resized[0]) and ev.dtype == np.float32
 
 
 def test_crop_is_clipped_to_the_image() -> None:
-    # Crop ratio 1.0 at 296 gives a 304-px crop, wider than the 288-px resize: it is the whole image.
+    # Crop ratio 1.0 at 296 gives a 304-px crop, wider than the 296-px resize: it is the whole image.
     out = train_transform(296, 1.0, MEAN, STD, seed=0)(_image(512, 384))
-    assert out.shape == (3, 208, 288)
+    assert out.shape == (3, 222, 296)
 
 
 def test_eval_transform_is_deterministic_and_equals_pil_lanczos_then_normalise() -> None:

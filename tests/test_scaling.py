@@ -79,3 +79,19 @@ def test_a_run_folder_is_pinned_to_its_worker_count(tmp_path):
     pin_workers(run, plan_workers(recipe, GPU_NODES_UP))  # the same count resumes
     with pytest.raises(RunDirError, match="trained with 8 workers.*--num-workers 8"):
         pin_workers(run, plan_workers(recipe, GPU_NODES_UP, num_workers=4))
+
+
+def test_cluster_yaml_node_types_make_the_seed_recipe_autoscale_onto_gpus():
+    """What the driver on a fresh `ray up cluster.yaml` head reads (~/ray_bootstrap_config.yaml)."""
+    from pathlib import Path
+
+    from camtrap.runtime import _node_types_from_bootstrap
+
+    types = _node_types_from_bootstrap(str(Path(__file__).resolve().parents[1] / "cluster.yaml"))
+    assert {(t.name, t.cpus, t.gpus, t.max_count) for t in types} == {("gpu", 48, 4, 2), ("cpu", 16, 0, 4)}
+    view = ClusterView(nodes=[NodeShape(cpus=0, gpus=0)], node_types=types, source="autoscaler (cluster.yaml)")
+    w = plan_workers(load_recipe("rx50_swsl"), view)
+    assert (w.num_workers, w.use_gpu, w.must_autoscale) == (8, True, True)
+    assert w.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
+    with pytest.raises(ScalingError, match="16 workers need 16 GPUs"):
+        plan_workers(load_recipe("rx50_swsl"), view, num_workers=16)

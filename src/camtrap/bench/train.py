@@ -114,7 +114,7 @@ def run_platform_training(setup: TrainSetup, out_dir: str) -> dict[str, Any]:
 
 
 class _ImageRows:
-    """A map-style dataset: decode each file as :func:`camtrap.train.dataset.decode_transform_batch`
+    """A map-style dataset: decode each file as :func:`camtrap.train.dataset.decode_files`
     does, then apply the stage's transform (uint8 HWC out; normalised on the device)."""
 
     def __init__(self, files: list[str], targets: list[np.ndarray], images_dir: str, transform):

@@ -1,7 +1,7 @@
 """The train and eval pipelines of the 2nd-place solution (albumentations 2.0.8).
 
-Train (write-up, point 6-7): resize the long side to the stage's size with the seed's rule and PIL
-LANCZOS, then a random crop of ``long_side / 1.14`` on the long side that keeps the image's aspect ratio
+Train (write-up, point 6-7): resize the long side to the stage's size with PIL LANCZOS (exactly that
+size, no floor to 16: :func:`stage_dims`), then a random crop of ``long_side / 1.14`` on the long side that keeps the image's aspect ratio
 (a rectangle, not a square), horizontal flip, CLAHE, ToGray and brightness/contrast with albumentations'
 default parameters. Eval: the same resize, nothing else.
 
@@ -18,6 +18,7 @@ must hold one size (the Serengeti frames are all 4:3).
 from __future__ import annotations
 
 import random
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,26 @@ if TYPE_CHECKING:
 #: timm's ImageNet defaults, used when a model declares no normalisation.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def stage_dims(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Size of a training stage's resize: the long side exactly ``long_side``, the short side keeping the
+    aspect ratio (rounded half up). No floor to 16, unlike the preparation rule.
+
+    The seed resized each stage to its long side and cropped ``long_side / 1.14``: 296 -> 296x222 -> a
+    256x192 crop, aspect 0.75. Flooring both sides to 16 first (the preparation rule) would give 288x208
+    and a 256x185 crop (ratio 1.125, aspect 0.72): other geometry than the seed trained on.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"invalid image size {width}x{height}")
+    scale = long_side / max(width, height)
+    return max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5))
+
+
+def stage_resize(image: Image.Image, long_side: int) -> Image.Image:
+    """:func:`stage_dims` with PIL LANCZOS (the resampling of the preparation rule)."""
+    size = stage_dims(image.width, image.height, long_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 def crop_size(width: int, height: int, crop_long: int) -> tuple[int, int]:
@@ -188,7 +209,7 @@ class TrainTransform:
 
     def __call__(self, image: np.ndarray | Image.Image, seed: int | None = None) -> np.ndarray:
         """Augment one image; ``seed`` (a non-negative int) fixes this call's draws, ``None`` draws on."""
-        resized = np.asarray(resize_long_side(_as_pil(image), self.long_side))
+        resized = np.asarray(stage_resize(_as_pil(image), self.long_side))
         height, width = resized.shape[:2]
         crop_w, crop_h = crop_size(width, height, self.crop_long)
         pipeline = self._pipeline(crop_w, crop_h)

@@ -1,10 +1,10 @@
-"""Training and validation tables, and the Ray Data pipelines that decode and augment them.
+"""Training and validation tables, and the decode step of the pipelines that read their images.
 
 The table side (pandas, in the driver) joins metadata, labels and the preparation manifest, records
-every row it cannot use, and splits off validation by whole sequences. The pipeline side (Ray Data)
-reads each image, decodes it with :mod:`camtrap.data.imageio` and applies the stage's transform in Ray
-tasks, so CPU decoding scales apart from the training workers. Images travel to the workers as
-uint8 HWC arrays (4x smaller than float32); normalisation happens on the worker's device.
+every row it cannot use, and splits off validation by whole sequences. :func:`decode_files` reads,
+decodes (:mod:`camtrap.data.imageio`) and transforms images inside the Ray Data tasks of
+:mod:`camtrap.train.epochs`, so CPU decoding scales apart from the training workers. Images travel to
+the workers as uint8 HWC arrays (4x smaller than float32); normalisation happens on the worker's device.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from camtrap.data.contract import RowIssue, check_coverage, read_labels, read_me
 from camtrap.data.imageio import ImageDecodeError, decode_image
 from camtrap.data.prepare import ERROR, MANIFEST, STATUS, STATUS_OK
 from camtrap.errors import InputError
-from camtrap.runtime import frame_dataset
 
 log = logging.getLogger(__name__)
 
@@ -111,20 +110,6 @@ def split_validation(table: TrainingTable, validation) -> tuple[pd.DataFrame, pd
     return train, val
 
 
-def decode_transform_batch(
-    batch: dict[str, np.ndarray], images_dir: str, transform: Callable[[np.ndarray], np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` function: read, decode and transform each image of a batch.
-
-    A file that fails to decode is dropped from the batch with a warning naming it (the driver has
-    already removed files the preparation manifest marks as failed, so this is rare).
-    """
-    keep, images = decode_files(batch[FILE_NAME], images_dir, transform)
-    out = {k: v[keep] for k, v in batch.items() if k != IMAGE}
-    out[IMAGE] = images
-    return out
-
-
 def decode_files(
     names: Sequence[str],
     images_dir: str,
@@ -149,35 +134,3 @@ def decode_files(
     out = np.empty(len(images), dtype=object)
     out[:] = images
     return keep, out
-
-
-def image_dataset(
-    frame: pd.DataFrame,
-    images_dir: str,
-    transform: Callable[[np.ndarray], np.ndarray],
-    shuffle: bool,
-    rows_per_block: int = 64,
-    batch_size: int = 16,
-    progress_bars: bool = False,
-):
-    """A Ray Dataset of ``image`` (uint8 HWC), ``target``, ``seq_id``, ``file_name``.
-
-    ``shuffle`` randomises the row order every time the dataset is iterated (every epoch), on the
-    small metadata table before any image is read.
-    """
-    import ray
-
-    ds = frame_dataset(frame[[SEQ_ID, FILE_NAME, TARGET]], rows_per_block)
-    if shuffle:
-        ds = ds.random_shuffle()
-    ds = ds.map_batches(
-        decode_transform_batch,
-        fn_kwargs={"images_dir": images_dir, "transform": transform},
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.TaskPoolStrategy(),
-        num_cpus=1,
-    )
-    # Training prints one line per epoch; per-worker, per-epoch bars would drown it.
-    ds.context.enable_progress_bars = progress_bars
-    return ds

@@ -31,7 +31,6 @@ from camtrap.data import storage
 from camtrap.errors import InputError
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
 from camtrap.run_layout import RunLayout
-from camtrap.train.dataset import image_dataset
 from camtrap.train.plan import TrainingPlan, describe_plan, describe_workers, plan_training
 from camtrap.train.scaling import WorkerPlan
 
@@ -129,13 +128,18 @@ def pin_workers(run: RunLayout, workers: WorkerPlan) -> None:
     storage.write_bytes_atomic(run.scaling, json.dumps(record, indent=1).encode())
 
 
-def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda: bool = True) -> dict[str, Any]:
-    """The ``train_loop_config`` of one stage's trainer (plain data and one object ref).
+def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda: bool = True,
+                      tables: StageTables | None = None) -> dict[str, Any]:
+    """The ``train_loop_config`` of one stage's trainer (plain data and object refs).
 
     ``cuda`` False: the workers hold GPUs that have no CUDA device (a simulated cluster), so they
-    compute on their CPUs.
+    compute on their CPUs. ``tables``: the run's training and validation rows in the object store,
+    from which every worker builds its own seeded epochs (:mod:`camtrap.train.epochs`).
     """
+    tables = tables or StageTables.put(plan)
     return {
+        **tables.config(),
+        "epoch_offset": sum(s.epochs for s in plan.recipe.stages[: _stage_index(plan.recipe, stage)]),
         "recipe": plan.recipe.model_dump(mode="json"),
         "stage": plan.stage(stage).model_dump(mode="json"),
         "use_cuda": plan.use_gpu and cuda,
@@ -149,20 +153,34 @@ def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda
     }
 
 
-def stage_datasets(plan: TrainingPlan, stage: StageConfig) -> dict[str, Any]:
-    """``train`` (split across workers, reshuffled each epoch) and one ``val_<rank>`` slice per worker."""
-    from camtrap.train.augment import eval_transform, train_transform
+@dataclass
+class StageTables:
+    """The run's training and validation rows as :class:`~camtrap.train.epochs.EpochTable` in the object
+    store: put once per run, read zero-copy by every worker of every stage."""
 
-    n = plan.num_workers
-    train_tf = train_transform(stage.long_side, stage.crop_ratio, mean=None, std=None)
-    eval_tf = eval_transform(stage.long_side, mean=None, std=None)
-    return {
-        "train": image_dataset(plan.train_rows, plan.images_dir, train_tf, shuffle=True),
-        **{
-            f"val_{r}": image_dataset(plan.val_rows.iloc[r::n], plan.images_dir, eval_tf, shuffle=False)
-            for r in range(n)
-        },
-    }
+    train: Any
+    val: Any
+    train_rows: int
+    val_rows: int
+    images_dir: str
+
+    @classmethod
+    def put(cls, plan: TrainingPlan) -> StageTables:
+        import ray
+
+        from camtrap.train.epochs import EpochTable
+
+        return cls(ray.put(EpochTable.from_frame(plan.train_rows, plan.classes)),
+                   ray.put(EpochTable.from_frame(plan.val_rows, plan.classes)),
+                   len(plan.train_rows), len(plan.val_rows), plan.images_dir)
+
+    def config(self) -> dict[str, Any]:
+        return {"train_table": self.train, "val_table": self.val, "train_rows": self.train_rows,
+                "val_rows": self.val_rows, "images_dir": self.images_dir}
+
+
+def _stage_index(recipe: Recipe, stage: StageConfig) -> int:
+    return [s.name for s in recipe.stages].index(stage.name)
 
 
 def fit_stage(
@@ -173,6 +191,7 @@ def fit_stage(
     storage_path: str,
     max_failures: int,
     callbacks: Sequence = (),
+    tables: StageTables | None = None,
 ) -> tuple[StageResult, list[dict]]:
     """One ``TorchTrainer.fit()``; writes ``stages/<name>/best.pt`` and ``metrics.csv``.
 
@@ -188,7 +207,7 @@ def fit_stage(
     init = ray.put(state_to_bytes(read_state_file(prev_best)["model"])) if prev_best else None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=stage_loop_config(plan, stage, init, cuda=cuda),
+        train_loop_config=stage_loop_config(plan, stage, init, cuda=cuda, tables=tables),
         torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.num_workers, use_gpu=plan.use_gpu, resources_per_worker=plan.workers.resources_per_worker,
@@ -204,8 +223,6 @@ def fit_stage(
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             callbacks=list(callbacks),
         ),
-        datasets=stage_datasets(plan, stage),
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
     if result.error is not None:
@@ -345,6 +362,7 @@ def run_training(
         return summary
 
     storage_path = storage_path or run.ray_results
+    tables = StageTables.put(plan)
     prev_best: str | None = None
     all_history: list[dict] = []
     for stage in recipe.stages:
@@ -352,7 +370,8 @@ def run_training(
         if storage.exists(best_path):
             result, history = done_stage(best_path)
         else:
-            result, history = fit_stage(plan, stage, run, prev_best, storage_path, max_failures, callbacks or ())
+            result, history = fit_stage(plan, stage, run, prev_best, storage_path, max_failures, callbacks or (),
+                                        tables)
         summary.stages.append(result)
         all_history.extend(history)
         prev_best = best_path

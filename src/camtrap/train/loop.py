@@ -5,8 +5,10 @@ Each worker:
 * builds the timm model, loads the starting weights (the previous stage's best, or the recipe's
   pretrained weights with the head bias at the class priors), freezes what the recipe says, and wraps
   it in DDP (``ray.train.torch.prepare_model``);
-* iterates its shard of the Ray Data pipeline (decode + augment run in Ray tasks, not in the worker),
-  pads each batch to its largest image, normalises on the device;
+* builds its own seeded epoch each epoch (:mod:`camtrap.train.epochs`: a permutation of the whole
+  table seeded by the recipe's seed and the epoch, this rank's slice, per-image augmentation seeds;
+  decode + augment run in Ray Data tasks, not in the worker), pads each batch to its largest image,
+  normalises on the device;
 * steps the optimizer with the per-step warmup + cosine LR, under AMP on CUDA (fp16 + GradScaler, or
   bf16);
 * validates on its own slice of the validation rows, gathers every slice, and computes the image-level
@@ -37,8 +39,9 @@ from camtrap.config.recipe import OptimizerConfig, Recipe, StageConfig
 from camtrap.data.classes import SEQ_ID
 from camtrap.metrics import aggregate_by_sequence, competition_loss, logit
 from camtrap.model_file import read_state_file, state_from_bytes
-from camtrap.train.augment import DeviceNormalizer
+from camtrap.train.augment import DeviceNormalizer, eval_transform, train_transform
 from camtrap.train.dataset import IMAGE, TARGET
+from camtrap.train.epochs import epoch_dataset, epoch_indices, validation_indices
 from camtrap.train.models import create_classifier, forward_by_shape, init_head_bias, train_mode
 from camtrap.train.schedule import build_scheduler
 
@@ -219,20 +222,24 @@ class TrainStep:
         return loss.item() * len(y), len(y)
 
 
-def train_one_epoch(step: TrainStep, shard, batch_size: int, steps_per_epoch: int) -> tuple[float, int, float]:
-    """Up to ``steps_per_epoch`` steps over this worker's shard; returns (loss sum, images, seconds).
+def train_one_epoch(step: TrainStep, dataset, batch_size: int, steps_per_epoch: int) -> tuple[float, int, float]:
+    """``steps_per_epoch`` steps over this worker's epoch; returns (loss sum, images, seconds).
 
     Every rank stops at the same step count: DDP all-reduces each step, so a rank with one batch more
-    would wait forever for the others.
+    would wait forever for the others. The dataset is read to its end all the same (at most a partial
+    batch more): a dataset left half-read has its decode tasks cancelled and their processes killed,
+    and the next epoch would start them cold.
     """
     t0 = time.perf_counter()
     train_mode(step.model)
-    loss_sum, seen = 0.0, 0
-    batches = shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True)
-    for _, batch in zip(range(steps_per_epoch), batches):
+    loss_sum, seen, steps = 0.0, 0, 0
+    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+        if steps >= steps_per_epoch:
+            continue
         batch_loss, n = step(batch)
         loss_sum += batch_loss
         seen += n
+        steps += 1
     return loss_sum, seen, time.perf_counter() - t0
 
 
@@ -258,6 +265,15 @@ def worker_device(use_cuda: bool, rank: int) -> torch.device:
         print("train: this worker holds a GPU but CUDA is not available: computing on CPU", file=sys.__stdout__,
               flush=True)
     return torch.device("cpu")
+
+
+def _decode_cpus(world: int) -> float:
+    """CPUs one rank's decode tasks may use: the cluster's CPUs not held by training workers, over the
+    ranks (each runs its own Ray Data executor), at least one."""
+    import ray
+
+    free = ray.available_resources().get("CPU", 0.0)
+    return max(1.0, free / max(world, 1))
 
 
 def _resume(step: TrainStep, unwrapped: torch.nn.Module) -> tuple[int, list[dict[str, Any]]]:
@@ -300,12 +316,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step = TrainStep(model, optimizer, scheduler, scaler, autocast, torch.nn.MultiLabelSoftMarginLoss(), norm, device)
     start_epoch, history = _resume(step, unwrapped)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard(f"val_{rank}")
+    world = ray.train.get_context().get_world_size()
+    images_dir, decode_cpus = config["images_dir"], _decode_cpus(world)
+    train_tf = train_transform(stage.long_side, stage.crop_ratio, mean=None, std=None)
+    val_ds = epoch_dataset(config["val_table"], images_dir, eval_transform(stage.long_side, mean=None, std=None),
+                           validation_indices(config["val_rows"], rank, world), seed=None, epoch=0,
+                           max_cpus=decode_cpus)
     for epoch in range(start_epoch, stage.epochs):
-        loss_sum, seen, train_seconds = train_one_epoch(step, train_shard, stage.batch_size, steps_per_epoch)
+        # The run's epoch number, not the stage's: stage 2 must not replay stage 1's orders and crops.
+        run_epoch = config["epoch_offset"] + epoch
+        indices = epoch_indices(config["train_rows"], recipe.seed, run_epoch, rank, world)
+        train_ds = epoch_dataset(config["train_table"], images_dir, train_tf, indices, recipe.seed, run_epoch,
+                                 max_cpus=decode_cpus)
+        loss_sum, seen, train_seconds = train_one_epoch(step, train_ds, stage.batch_size, steps_per_epoch)
         lr = optimizer.param_groups[0]["lr"]
-        rows = validate(unwrapped, val_shard, stage.batch_size, norm, autocast)
+        rows = validate(unwrapped, val_ds, stage.batch_size, norm, autocast)
         gathered = [r for part in gather(rows) for r in part]
         totals = gather((loss_sum, seen, train_seconds))
         metrics = epoch_metrics(gathered, totals, config["classes"], config["priors"], lr, epoch, stage.name)
