@@ -32,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per model actor")
     cli.add_rows_per_task(p, 64, "images per decode task; also how often results are saved for resume")
     p.add_argument("--actors-per-model", type=int, default=1, help="actor pool size per model")
+    cli.add_overwrite(p, "discard the work dir's saved per-image results and score every image again")
     return p.parse_args(argv)
 
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         args.model, args.metadata, args.images_dir, args.out,
         submission_format=args.submission_format, work_dir=args.work_dir, how=args.aggregate,
         batch_size=args.batch_size, use_gpu=args.use_gpu, actors_per_model=args.actors_per_model,
-        rows_per_task=args.rows_per_task,
+        rows_per_task=args.rows_per_task, overwrite=args.overwrite,
     )
     if summary.processed == 0:
         print("predict: nothing to score, every image is already scored; the submission was rewritten from "

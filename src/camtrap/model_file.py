@@ -94,16 +94,41 @@ def save_model_file(
     storage.write_bytes_atomic(path, state_to_bytes(state))
 
 
-def read_model_file(path: str) -> dict[str, Any]:
-    """The whole ``model.pt`` as a dict; ``InputError`` naming the file if it is not a camtrap model."""
-    state = read_state_file(path)
+def read_model_file(path: str, blob: bytes | None = None) -> dict[str, Any]:
+    """The whole ``model.pt`` as a dict; ``InputError`` naming the file if it is missing, damaged, not a
+    camtrap model, or holds non-finite weights (a diverged run must not score a season of NaN)."""
+    import torch
+
+    try:
+        blob = storage.read_bytes(path) if blob is None else blob
+        state = state_from_bytes(blob)
+    except FileNotFoundError:
+        raise InputError(f"{path}: model file not found") from None
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0][:300]
+        raise InputError(f"{path}: refused: not a weights-only checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(f"{path}: not a readable model file ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise InputError(f"{path}: not a camtrap model file (format {found!r})")
+    bad = [k for k, v in state["model"].items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(f"{path}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[:3]}): the run that "
+                         "wrote it diverged; retrain it")
     return state
 
 
 def model_metadata(path: str) -> dict[str, Any]:
-    """A ``model.pt``'s metadata (everything but the weights), plus ``path``."""
-    state = read_model_file(path)
-    return {k: v for k, v in state.items() if k != "model"} | {"path": path}
+    """A ``model.pt``'s metadata (everything but the weights), plus ``path`` and ``sha256`` (its content,
+    which keys the results a scoring job keeps for resume)."""
+    import hashlib
+
+    blob = storage.read_bytes(path) if storage.exists(path) else None
+    if blob is None:
+        raise InputError(f"{path}: model file not found")
+    state = read_model_file(path, blob)
+    return {k: v for k, v in state.items() if k != "model"} | {"path": path,
+                                                                 "sha256": hashlib.sha256(blob).hexdigest()}

@@ -36,6 +36,11 @@ WEIGHT_FILE_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".safetensors")
 TIMM_DEFAULT = "timm"
 
 
+#: Bounds past which a value is a typo, not a setting: the seed trained at 296-480 px and LR 0.003-0.005.
+MAX_LONG_SIDE = 4096
+MAX_LR = 10.0
+
+
 class RecipeError(ConfigError):
     """A recipe file or override is invalid; the message names the source and each bad field."""
 
@@ -68,15 +73,17 @@ class StageConfig(StrictModel):
     """
 
     name: str | None = Field(default=None, pattern=SAFE_NAME, description="default: stage{i}")
-    long_side: int = Field(ge=32, description="resize the long side to this (the seed's rule)")
-    crop_ratio: float = Field(default=1.14, ge=1.0, description="train crop long side = long_side / ratio")
-    batch_size: int = Field(ge=1, description="per worker")
-    epochs: int = Field(ge=1)
-    lr: float = Field(gt=0, description="peak LR, reached at the end of warmup")
+    long_side: int = Field(ge=32, le=MAX_LONG_SIDE, description="resize the long side to this (the seed's rule)")
+    crop_ratio: float = Field(default=1.14, ge=1.0, allow_inf_nan=False,
+                              description="train crop long side = long_side / ratio")
+    batch_size: int = Field(ge=1, le=65536, description="per worker")
+    epochs: int = Field(ge=1, le=10000)
+    lr: float = Field(gt=0, le=MAX_LR, allow_inf_nan=False, description="peak LR, reached at the end of warmup")
     min_lr: float = Field(
-        default=0.0, ge=0, description="floor of the cosine decay, reached at the last step"
+        default=0.0, ge=0, allow_inf_nan=False, description="floor of the cosine decay, reached at the last step"
     )
-    warmup_epochs: float = Field(default=0.0, ge=0, description="linear warmup length (fractions allowed)")
+    warmup_epochs: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                                 description="linear warmup length (fractions allowed)")
 
     @field_validator("crop_ratio")
     @classmethod
@@ -109,8 +116,8 @@ class OptimizerConfig(StrictModel):
     """
 
     name: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1, allow_inf_nan=False)
+    weight_decay: float = Field(default=1e-4, ge=0, le=1, allow_inf_nan=False)
     nesterov: bool = False
 
 

@@ -33,6 +33,7 @@ from camtrap.data.imageio import (
     load_resized,
 )
 from camtrap.data.resume import PartLog
+from camtrap.errors import InputError
 from camtrap.runtime import frame_dataset
 
 #: Results of finished blocks, kept for resume (under ``--out``).
@@ -153,6 +154,15 @@ def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
     return manifest[MANIFEST_COLUMNS].reset_index(drop=True)
 
 
+def refuse_output_inside_images(out: str, images_dir: str, flag: str) -> None:
+    """An output folder equal to or inside the images folder would overwrite (or mix with) the originals."""
+    if storage.is_within(out, images_dir):
+        raise InputError(
+            f"{out}: {flag} is the images folder or inside it ({images_dir}); the job would write over or "
+            f"among the original photos. Choose a folder outside {images_dir}"
+        )
+
+
 def prepare_images(
     metadata_paths: str | Sequence[str],
     images_dir: str,
@@ -171,6 +181,7 @@ def prepare_images(
     start = time.perf_counter()
     metadata = read_metadata(metadata_paths)
     out_dir = str(out_dir)
+    refuse_output_inside_images(out_dir, images_dir, "--out")
     storage.makedirs(out_dir)
     log = PartLog(storage.join(out_dir, STATE_DIR), key=FILE_NAME, columns=RESULT_COLUMNS)
     log.pin_settings(asdict(settings), overwrite, what="this output folder")
@@ -205,8 +216,9 @@ def prepare_images(
     results = log.read()
     manifest = build_manifest(metadata, results)
     manifest_path = storage.join(out_dir, MANIFEST)
-    manifest.to_parquet(manifest_path, index=False)
-    manifest.to_csv(storage.join(out_dir, MANIFEST_CSV), index=False)
+    # Atomic: a job killed (or a disk filled) mid-write must not leave a partial manifest for training to read.
+    storage.write_bytes_atomic(manifest_path, storage.frame_bytes(manifest, "parquet"))
+    storage.write_bytes_atomic(storage.join(out_dir, MANIFEST_CSV), storage.frame_bytes(manifest, "csv"))
     ok = int((manifest[STATUS] == STATUS_OK).sum())
     summary = PrepareSummary(
         input_rows=len(manifest),

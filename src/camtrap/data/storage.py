@@ -66,3 +66,31 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
                 os.remove(tmp)
     else:
         fs.pipe_file(inner, data)
+
+
+def _normalized(path: str) -> str:
+    """A comparable form of a path or URI: real, absolute local paths; URIs without a trailing slash."""
+    path = str(path)
+    if is_uri(path):
+        return path.rstrip("/")
+    return os.path.realpath(os.path.abspath(path.removeprefix("file://")))
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies inside it (symlinks resolved for local paths)."""
+    p, r = _normalized(path), _normalized(root)
+    if is_uri(p) != is_uri(r):
+        return False
+    sep = "/" if is_uri(p) else os.sep
+    return p == r or p.startswith(r.rstrip(sep) + sep)
+
+
+def frame_bytes(frame, fmt: str) -> bytes:
+    """A pandas frame as Parquet or CSV bytes, for :func:`write_bytes_atomic`."""
+    import io
+
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+    return frame.to_csv(index=False).encode()

@@ -29,6 +29,7 @@ from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import read_metadata
 from camtrap.data.frames import ERROR, IMAGE, decode_batch
+from camtrap.data.prepare import refuse_output_inside_images
 from camtrap.data.resume import PartLog
 from camtrap.errors import InputError
 from camtrap.infer.predictor import FlipTTAPredictor, prob_column
@@ -140,30 +141,36 @@ def predict(
     use_gpu: bool = False,
     actors_per_model: int = 1,
     rows_per_task: int = 64,
+    overwrite: bool = False,
 ) -> tuple[ScoreSummary, pd.DataFrame]:
     """Score a season and write the submission CSV; rerunning with the same work dir resumes."""
     start = time.perf_counter()
+    for flag, path in (("--out", str(out)), ("--work-dir", work_dir)):
+        if path is not None:
+            refuse_output_inside_images(path, images_dir, flag)
     metas = model_metadata(model_paths)
     md = read_metadata(metadata)
-    work_dir = work_dir or (os.path.splitext(str(out))[0] + "_work")
-    log = PartLog(storage.join(work_dir, PARTS_DIR), key=FILE_NAME,
-                  columns=[FILE_NAME, SEQ_ID, ERROR] + [prob_column(i) for i in range(len(metas))])
-    log.pin_settings({"models": [str(p) for p in model_paths]}, overwrite=False, what="this work dir")
-    processed = score_images(model_paths, md.frame, images_dir, log, batch_size, actors_per_model, use_gpu,
-                             rows_per_block=rows_per_task)
-    results = log.read()
-    results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]
     rejected = pd.DataFrame({FILE_NAME: [i.file_name or "" for i in md.rejected],
                              SEQ_ID: [i.seq_id or "" for i in md.rejected],
                              ERROR: [str(i) for i in md.rejected]})
-    results = pd.concat([results, rejected[rejected[SEQ_ID] != ""]], ignore_index=True)
-    # Floating-point sums depend on order: sort so a resumed run writes the very same bytes.
-    results = results.sort_values(FILE_NAME, kind="stable").reset_index(drop=True)
-
+    # Row and column order, checked before any image is scored: a typo in the format file fails now.
     seq_order = list(dict.fromkeys([*md.frame[SEQ_ID], *rejected[SEQ_ID][rejected[SEQ_ID] != ""]]))
     columns = list(metas[0]["classes"])
     if submission_format is not None:
         seq_order, columns = submission_order(submission_format, seq_order, columns)
+    work_dir = work_dir or (os.path.splitext(str(out))[0] + "_work")
+    log = PartLog(storage.join(work_dir, PARTS_DIR), key=FILE_NAME,
+                  columns=[FILE_NAME, SEQ_ID, ERROR] + [prob_column(i) for i in range(len(metas))])
+    # Keyed to the models' content, not their paths: a retrained model.pt at the same path is a new model.
+    log.pin_settings({"models": [str(p) for p in model_paths], "model_sha256": [m["sha256"] for m in metas],
+                      "images_dir": str(images_dir)}, overwrite=overwrite, what="this work dir")
+    processed = score_images(model_paths, md.frame, images_dir, log, batch_size, actors_per_model, use_gpu,
+                             rows_per_block=rows_per_task)
+    results = log.read()
+    results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]
+    results = pd.concat([results, rejected[rejected[SEQ_ID] != ""]], ignore_index=True)
+    # Floating-point sums depend on order: sort so a resumed run writes the very same bytes.
+    results = results.sort_values(FILE_NAME, kind="stable").reset_index(drop=True)
     submission, failed = aggregate_submission(results, seq_order, metas, how)
     submission = submission[[SEQ_ID, *columns]]
     write_submission(submission, out)

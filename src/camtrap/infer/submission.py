@@ -54,6 +54,10 @@ def aggregate_submission(
     if missing:
         combined = pd.concat([combined, pd.DataFrame(np.tile(priors, (len(missing), 1)), index=missing, columns=classes)])
     submission = combined.loc[list(seq_order)].clip(SUBMISSION_EPS, 1 - SUBMISSION_EPS)
+    bad = ~np.isfinite(submission.to_numpy()).all(axis=1)
+    if bad.any():  # never an empty or non-finite cell in a submission
+        raise ValueError(f"non-finite probabilities for {int(bad.sum())} sequences, e.g. "
+                         f"{list(submission.index[bad][:3])}: a model produced NaN")
     submission.index.name = SEQ_ID
     reasons = results[results[ERROR] != ""].groupby(SEQ_ID)[ERROR].agg("; ".join)
     failed = pd.DataFrame({SEQ_ID: missing, "reason": [reasons.get(s, "no image listed") for s in missing]})
@@ -66,7 +70,12 @@ def submission_order(path: str, seq_order: Sequence[str], classes: Sequence[str]
     Its class columns must be the model's (in any order) and its seq_ids must be in the metadata;
     sequences of the metadata that it lacks follow its rows.
     """
-    fmt = pd.read_csv(path, dtype={SEQ_ID: str})
+    fmt = pd.read_csv(path, dtype={SEQ_ID: str}, index_col=False)
+    duplicated = fmt[SEQ_ID][fmt[SEQ_ID].duplicated()]
+    if len(duplicated):
+        lines = [int(i) + 2 for i in duplicated.index[:5]]
+        raise InputError(f"{path}: seq_id listed twice: {sorted(set(duplicated))[:5]} (lines {lines}); a "
+                         "submission has one row per sequence")
     fmt_cols = [c for c in fmt.columns if c != SEQ_ID]
     if set(fmt_cols) != set(classes):
         raise InputError(f"{path}: class columns differ from the model's "

@@ -31,8 +31,13 @@ from camtrap.data import storage
 from camtrap.errors import InputError
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
 from camtrap.run_layout import RunLayout
+from camtrap.train.loop import DIVERGED
 from camtrap.train.plan import TrainingPlan, describe_plan, describe_workers, plan_training
 from camtrap.train.scaling import WorkerPlan
+
+
+class TrainingDivergedError(InputError):
+    """A stage's loss became non-finite; the run stops without writing a model from it."""
 
 
 class RunDirError(InputError):
@@ -226,6 +231,10 @@ def fit_stage(
     )
     result = trainer.fit()
     if result.error is not None:
+        text = str(result.error)
+        if DIVERGED in text:  # a user-fixable setting (LR, AMP): one error line, no model.pt written
+            line = next(s for s in text.splitlines() if DIVERGED in s)
+            raise TrainingDivergedError(line[line.index(DIVERGED):].strip()) from None
         raise result.error
     best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][layout.VAL_LOSS])
     with best_ckpt.as_directory() as d:

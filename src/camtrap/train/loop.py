@@ -22,6 +22,7 @@ Each worker:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -222,7 +223,16 @@ class TrainStep:
         return loss.item() * len(y), len(y)
 
 
-def train_one_epoch(step: TrainStep, dataset, batch_size: int, steps_per_epoch: int) -> tuple[float, int, float]:
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the stage stops, and no model is written from it."""
+
+
+#: How the driver recognises a divergence in Ray Train's error (its message starts the worker's error).
+DIVERGED = "training diverged"
+
+
+def train_one_epoch(step: TrainStep, dataset, batch_size: int, steps_per_epoch: int,
+                    where: str = "") -> tuple[float, int, float]:
     """``steps_per_epoch`` steps over this worker's epoch; returns (loss sum, images, seconds).
 
     Every rank stops at the same step count: DDP all-reduces each step, so a rank with one batch more
@@ -237,6 +247,9 @@ def train_one_epoch(step: TrainStep, dataset, batch_size: int, steps_per_epoch: 
         if steps >= steps_per_epoch:
             continue
         batch_loss, n = step(batch)
+        if not math.isfinite(batch_loss):
+            raise TrainingDiverged(f"{DIVERGED}: {where}step {steps + 1}: the loss is {batch_loss} (lower the LR, "
+                                   f"or use amp: off / bf16 if fp16 overflowed)")
         loss_sum += batch_loss
         seen += n
         steps += 1
@@ -328,7 +341,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         indices = epoch_indices(config["train_rows"], recipe.seed, run_epoch, rank, world)
         train_ds = epoch_dataset(config["train_table"], images_dir, train_tf, indices, recipe.seed, run_epoch,
                                  max_cpus=decode_cpus)
-        loss_sum, seen, train_seconds = train_one_epoch(step, train_ds, stage.batch_size, steps_per_epoch)
+        loss_sum, seen, train_seconds = train_one_epoch(step, train_ds, stage.batch_size, steps_per_epoch,
+                                                        where=f"stage {stage.name}, epoch {epoch + 1}, ")
         lr = optimizer.param_groups[0]["lr"]
         rows = validate(unwrapped, val_ds, stage.batch_size, norm, autocast)
         gathered = [r for part in gather(rows) for r in part]

@@ -1,0 +1,140 @@
+"""Nothing wrong exits 0: diverged settings and runs, stale resumes, outputs over inputs, bad model files and
+submission formats each end as one error line (exit 2) with no data lost or changed."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from jobs import load_job
+
+from camtrap.bench import untrained_model_file
+from camtrap.config.overrides import apply_overrides
+from camtrap.config.recipe import RecipeError, load_recipe
+from camtrap.data.classes import COMPETITION_CLASSES
+from camtrap.errors import InputError
+from camtrap.model_file import read_model_file, save_model_file
+from camtrap.train.loop import TrainingDiverged, train_one_epoch
+
+pytestmark = pytest.mark.timeout(600)
+
+#: Real frames of ../shared/data/real (see conftest.real_dir), a sequence each.
+FRAMES = {"zebra": "images/serengeti_fieldguide/zebra-1.jpg",
+          "tutorial": "images/serengeti_tutorial/PICT0500.JPG"}
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("stages.0.lr=.inf", "stages.0.lr"),
+    ("optimizer.weight_decay=.inf", "optimizer.weight_decay"),
+    ("stages.0.long_side=1000000", "stages.0.long_side"),
+    ("stages.0.lr=100", "stages.0.lr"),
+    ("stages.0.min_lr=.nan", "stages.0.min_lr"),
+])
+def test_non_finite_and_absurd_recipe_values_are_refused_naming_the_field(override, field):
+    with pytest.raises(RecipeError, match=rf"{field}: "):
+        apply_overrides(load_recipe("cpu_tiny"), [override])
+
+
+class _NaNStep:
+    """A train step whose loss is finite once, then NaN (what an LR of 1e30 does to SGD)."""
+
+    def __init__(self):
+        self.model, self.calls = torch.nn.Linear(1, 1), 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        return (1.0 if self.calls == 1 else float("nan")), 4
+
+
+class _Batches:
+    def iter_batches(self, **_):
+        return iter([{}] * 5)
+
+
+def test_a_non_finite_loss_stops_the_stage_naming_stage_epoch_and_step():
+    with pytest.raises(TrainingDiverged, match=r"training diverged: stage s96, epoch 3, step 2: the loss is nan"):
+        train_one_epoch(_NaNStep(), _Batches(), 4, 5, where="stage s96, epoch 3, ")
+
+
+def test_model_files_that_cannot_score_are_refused_naming_the_file(tmp_path):
+    good = untrained_model_file(str(tmp_path / "good" / "model.pt"), 64)
+    state = torch.load(good, weights_only=True)
+    weights = {k: (v.clone().fill_(float("nan")) if v.is_floating_point() else v) for k, v in state["model"].items()}
+    diverged = tmp_path / "diverged.pt"
+    save_model_file(str(diverged), weights, state["recipe"], state["classes"], state["priors"], 64, state["mean"],
+                    state["std"])
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(Path(good).read_bytes()[:1000])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    for path, reason in [(diverged, "hold NaN or infinity"), (truncated, "not a readable model file"),
+                         (empty, "not a readable model file"), (other, "not a camtrap model file"),
+                         (tmp_path / "missing.pt", "model file not found")]:
+        with pytest.raises(InputError, match=reason) as info:
+            read_model_file(str(path))
+        assert str(path) in str(info.value)
+
+
+def test_prepare_refuses_an_output_inside_the_images_folder(ray_session, real_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(real_dir / "images" / "serengeti_fieldguide", images / "fieldguide")
+    before = _hashes(images)
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"seq_id": ["a"], "file_name": ["fieldguide/zebra-1.jpg"]}).to_csv(meta, index=False)
+    for out in (images, images / "prepared"):
+        code = load_job("prepare").main(["--metadata", str(meta), "--images-dir", str(images), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and "--out is the images folder or inside it" in err, err
+    assert _hashes(images) == before  # not one original touched
+
+
+@pytest.fixture(scope="module")
+def scoring(real_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("guards")
+    pd.DataFrame({"seq_id": list(FRAMES), "file_name": list(FRAMES.values())}).to_csv(root / "meta.csv", index=False)
+    model = untrained_model_file(str(root / "run" / "model.pt"), 64, seed=1)
+    return root, model
+
+
+def _predict(root: Path, model: str, real_dir: Path, *extra: str) -> list[str]:
+    return ["--model", model, "--metadata", str(root / "meta.csv"), "--images-dir", str(real_dir),
+            "--out", str(root / "submission.csv"), "--work-dir", str(root / "work"), *extra]
+
+
+def test_predict_refuses_a_format_with_a_duplicate_seq_id_before_scoring(ray_session, scoring, real_dir, capsys):
+    root, model = scoring
+    fmt = pd.DataFrame(0.0, index=pd.Index(["zebra", "tutorial", "zebra"], name="seq_id"),
+                       columns=list(COMPETITION_CLASSES)).reset_index()
+    fmt.to_csv(root / "dup_format.csv", index=False)
+    code = load_job("predict").main(_predict(root, model, real_dir, "--submission-format",
+                                             str(root / "dup_format.csv"), "--work-dir", str(root / "dup_work")))
+    err = capsys.readouterr().err
+    assert code == 2 and "dup_format.csv: seq_id listed twice: ['zebra'] (lines [4])" in err, err
+    assert not (root / "dup_work").exists()  # refused before any image was scored
+
+
+def test_a_new_model_at_the_same_path_is_not_resumed_from_the_old_ones_results(ray_session, scoring, real_dir,
+                                                                              capsys):
+    root, model = scoring
+    assert load_job("predict").main(_predict(root, model, real_dir)) == 0
+    first = pd.read_csv(root / "submission.csv").set_index("seq_id")
+    untrained_model_file(model, 64, seed=7)  # "train.py --overwrite": another model.pt at the same path
+    capsys.readouterr()
+    assert load_job("predict").main(_predict(root, model, real_dir)) == 2
+    assert "model_sha256" in capsys.readouterr().err
+    assert load_job("predict").main(_predict(root, model, real_dir, "--overwrite")) == 0
+    second = pd.read_csv(root / "submission.csv").set_index("seq_id")
+    assert np.abs(second.to_numpy() - first.to_numpy()).max() > 1e-3  # the new model's values, not the old ones
+    assert np.isfinite(second.to_numpy()).all()
