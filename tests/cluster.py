@@ -135,9 +135,10 @@ class SimulatedCluster:
             return False
 
     def _alive_nodes(self) -> list[dict]:
-        code = ("import json, ray; ray.init(address='%s', logging_level='ERROR'); "
-                "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))" % self.gcs_address)
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        code = (f"import json, ray; ray.init(address='{self.gcs_address}', logging_level='ERROR'); "
+                "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120,
+                             check=False)
         return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
     def _wait(self, ready, what: str) -> None:

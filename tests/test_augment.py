@@ -14,9 +14,9 @@ from camtrap.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     crop_size,
-    stage_dims,
     eval_transform,
     normalize,
+    stage_dims,
     train_transform,
 )
 

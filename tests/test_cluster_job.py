@@ -88,7 +88,7 @@ def test_train_job_submit_on_local_cluster(head_node, tmp_path):
         "--metadata", str(data / "train_metadata.csv"), "--labels", str(data / "train_labels.csv"),
         "--images-dir", str(prepared), "--out", str(out), "--num-workers", "2",
     ]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
     assert "succeeded" in log, log[-4000:]

@@ -115,7 +115,7 @@ def test_rerun_resumes_and_overwrite_redoes(ray_session, prepared_real, real_dir
     out, first, _ = prepared_real
     some = out / "images/serengeti_fieldguide/aardvark-1.jpg"
     mtime = some.stat().st_mtime_ns
-    again, manifest = prepare_images(real_metadata, str(real_dir), str(out))
+    again, _ = prepare_images(real_metadata, str(real_dir), str(out))
     assert again.processed == first.errors == 2  # only the failed files are retried
     assert again.skipped == first.ok and again.ok == first.ok
     assert some.stat().st_mtime_ns == mtime

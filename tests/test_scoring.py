@@ -55,7 +55,7 @@ def scored(ray_session, models, real_dir, tmp_path_factory):
     rng.shuffle(cols)
     fmt = pd.DataFrame(0.0, index=pd.Index(seqs, name="seq_id"), columns=cols).reset_index()
     fmt.to_csv(root / "submission_format.csv", index=False)
-    argv = [*sum((["--model", m] for m in models), []),
+    argv = [*(arg for m in models for arg in ("--model", m)),
             "--metadata", str(root / "test_metadata.csv"), "--images-dir", str(real_dir),
             "--out", str(root / "submission.csv"), "--submission-format", str(root / "submission_format.csv"),
             "--work-dir", str(root / "work"), "--batch-size", "4"]

@@ -50,7 +50,7 @@ def trained(demo):
 
 
 def test_training_learns_and_beats_the_prior_baseline(trained):
-    recipe, summary, run = trained
+    _recipe, summary, run = trained
     history = pd.read_csv(run / "metrics.csv")
     assert list(history["stage"]) == ["s96"] * 4 + ["s128"] * 4
     assert list(history["epoch"]) == [1, 2, 3, 4] * 2
@@ -66,7 +66,7 @@ def test_training_learns_and_beats_the_prior_baseline(trained):
 
 
 def test_outputs_are_complete_and_weights_only(trained):
-    recipe, summary, run = trained
+    _recipe, _summary, run = trained
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     assert state["format"] == "camtrap.model/1"
     assert len(state["classes"]) == 54 and state["classes"][15] == "empty"
@@ -84,7 +84,7 @@ def test_outputs_are_complete_and_weights_only(trained):
 
 
 def test_rerun_after_interruption_completes_without_redoing_work(trained, demo):
-    recipe, summary, run = trained
+    recipe, _summary, run = trained
     before = pd.read_csv(run / "metrics.csv")
     # Interrupted during the last stage: its exported best and the final model never got written.
     shutil.rmtree(run / "stages" / "s128")

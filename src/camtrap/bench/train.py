@@ -33,8 +33,8 @@ from camtrap.metrics import logit
 from camtrap.run_layout import RunLayout
 from camtrap.train.dataset import TARGET
 from camtrap.train.driver import run_training, stage_loop_config
-from camtrap.train.plan import TrainingPlan, plan_training
 from camtrap.train.loop import autocast_factory, create_optimizer, gather, pad_batch, resolve_amp
+from camtrap.train.plan import TrainingPlan, plan_training
 
 #: What each baseline rank 0 writes: its per-epoch figures, read back by the driver.
 PLAIN_EPOCHS_FILE = "epochs.json"

@@ -14,6 +14,7 @@ arithmetic included, because the solution's models were trained on images made t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -100,10 +101,8 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Im
         raise ImageDecodeError(f"not a recognised image format ({len(data)} bytes)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"corrupt or truncated image: {e}") from None
-    try:
+    with contextlib.suppress(Exception):  # a malformed EXIF block must not cost the frame: keep it unrotated
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a malformed EXIF block must not cost the frame
-        pass
     return _to_rgb(img)
 
 

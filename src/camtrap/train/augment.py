@@ -17,8 +17,8 @@ must hold one size (the Serengeti frames are all 4:3).
 
 from __future__ import annotations
 
-import random
 import math
+import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 

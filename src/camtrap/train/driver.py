@@ -70,8 +70,8 @@ class TrainSummary:
         lines = [
             *(["train: nothing to do, this run is already complete (rerun with --overwrite to train again)"]
               if self.already_complete else []),
-            f"train: {self.train_images} training / {self.val_images} validation images "
-            f"({self.rejected_rows} rows rejected, see {layout.REJECTED_ROWS_FILE}) in {self.seconds:.0f}s"
+            (f"train: {self.train_images} training / {self.val_images} validation images "
+             f"({self.rejected_rows} rows rejected, see {layout.REJECTED_ROWS_FILE}) in {self.seconds:.0f}s"),
         ]
         for s in self.stages:
             state = "already done, skipped" if s.skipped else f"{s.epochs} epochs"
@@ -317,20 +317,14 @@ def finish_run(plan: TrainingPlan, run: RunLayout, last_best: str, history: list
     write_history(run, history)
 
 
-def dry_run(
-    recipe: Recipe,
-    metadata: str | Sequence[str],
-    labels: str,
-    images_dir: str,
-    out_dir: str,
-    num_workers: int | None = None,
-    use_gpu: bool | None = None,
-    cpus_per_worker: float | None = None,
-    storage_path: str | None = None,
-) -> str:
-    """The plan :func:`run_training` would follow, as text; reads the tables, writes and starts nothing."""
+def dry_run(recipe: Recipe, metadata: str | Sequence[str], labels: str, images_dir: str, out_dir: str,
+            storage_path: str | None = None, **workers: Any) -> str:
+    """The plan :func:`run_training` would follow, as text; reads the tables, writes and starts nothing.
+
+    ``workers``: ``num_workers``, ``use_gpu``, ``cpus_per_worker`` as :func:`run_training` takes them.
+    """
     run = RunLayout(os.path.abspath(out_dir) if not storage.is_uri(out_dir) else out_dir)
-    plan = plan_training(recipe, metadata, labels, images_dir, num_workers, use_gpu, cpus_per_worker)
+    plan = plan_training(recipe, metadata, labels, images_dir, **workers)
     return describe_plan(plan, run.root, storage_path or run.ray_results)
 
 

@@ -76,8 +76,8 @@ def describe_workers(plan: TrainingPlan) -> str:
     """The start line of a run: workers and their resources, device, and the LR scaling."""
     w = plan.workers
     device = "GPU" if w.use_gpu else "CPU"
-    lines = [f"train: {w.num_workers} {device} workers x {w.resources_per_worker} ({w.gpu_reason}); "
-             f"{w.availability}"]
+    lines = [(f"train: {w.num_workers} {device} workers x {w.resources_per_worker} ({w.gpu_reason}); "
+              f"{w.availability}")]
     if w.lr_scale != 1.0:
         lines.append(f"  lr x {w.lr_scale:g}: the recipe's lr is for {plan.recipe.scaling.num_workers} workers, this "
                      f"run has {w.num_workers} (scaling.scale_lr)")
@@ -133,12 +133,12 @@ def describe_plan(plan: TrainingPlan, run_dir: str, storage_path: str) -> str:
     amp = recipe.amp if not w.use_gpu else (
         "fp16 + GradScaler below compute capability 8.0, bf16 from 8.0" if recipe.amp == "auto" else recipe.amp)
     lines = [
-        f"train plan for recipe {recipe.name} ({recipe.model}, pretrained {recipe.pretrained or 'none'}, "
-        f"freeze {recipe.freeze}); nothing was started",
+        (f"train plan for recipe {recipe.name} ({recipe.model}, pretrained {recipe.pretrained or 'none'}, "
+         f"freeze {recipe.freeze}); nothing was started"),
         describe_workers(plan),
         f"  torch threads per worker {w.torch_threads}; AMP {amp if w.use_gpu else 'off (CPU)'}",
-        f"  data: {len(plan.train_rows)} training / {len(plan.val_rows)} validation images, {len(plan.classes)} "
-        f"classes ({len(plan.rejected)} rows rejected)",
+        (f"  data: {len(plan.train_rows)} training / {len(plan.val_rows)} validation images, "
+         f"{len(plan.classes)} classes ({len(plan.rejected)} rows rejected)"),
     ]
     for stage in recipe.stages:
         run_stage = plan.stage(stage)
