@@ -5,11 +5,13 @@
 """
 
 import argparse
+import os
 import sys
 
 import _bootstrap  # noqa: F401
 
 from camtrap import cli
+from camtrap.data import storage
 from camtrap.data.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE
 from camtrap.data.prepare import ERROR, STATUS, STATUS_OK, PrepareSettings, prepare_images
 from camtrap.errors import exits_on_input_error
@@ -28,12 +30,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_overwrite(p, "redo every file instead of resuming")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any row failed")
     cli.add_rows_per_task(p, 32, "images per Ray task")
+    p.add_argument("--follow-links", action="store_true",
+                   help="read file names whose symbolic links lead outside --images-dir (refused by default)")
     return p.parse_args(argv)
 
 
 @exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.follow_links:  # read by the Ray tasks too: workers inherit the driver's environment
+        os.environ[storage.FOLLOW_LINKS_ENV] = "1"
     init_ray(args.address)
     settings = PrepareSettings(long_side=args.long_side, quality=args.quality, max_pixels=args.max_pixels)
     summary, manifest = prepare_images(

@@ -138,3 +138,29 @@ def test_a_new_model_at_the_same_path_is_not_resumed_from_the_old_ones_results(r
     second = pd.read_csv(root / "submission.csv").set_index("seq_id")
     assert np.abs(second.to_numpy() - first.to_numpy()).max() > 1e-3  # the new model's values, not the old ones
     assert np.isfinite(second.to_numpy()).all()
+
+
+def test_a_link_out_of_the_images_folder_is_a_rejected_row_unless_links_are_followed(ray_session, tmp_path,
+                                                                                    real_dir, monkeypatch):
+    from camtrap.data.prepare import PrepareSettings, prepare_one
+
+    images, outside = tmp_path / "images", tmp_path / "elsewhere"
+    images.mkdir()
+    outside.mkdir()
+    shutil.copy(real_dir / FRAMES["zebra"], outside / "secret.jpg")
+    (images / "link.jpg").symlink_to(outside / "secret.jpg")
+    shutil.copy(real_dir / FRAMES["zebra"], images / "inside.jpg")
+    (images / "inner_link.jpg").symlink_to(images / "inside.jpg")  # a link that stays inside is fine
+    settings = PrepareSettings(long_side=64)
+    record = prepare_one("link.jpg", str(images), str(tmp_path / "out"), settings)
+    assert record["status"] == "error" and "leads outside the images folder" in record["error"]
+    assert prepare_one("inner_link.jpg", str(images), str(tmp_path / "out"), settings)["status"] == "ok"
+    monkeypatch.setenv("CAMTRAP_FOLLOW_LINKS", "1")
+    assert prepare_one("link.jpg", str(images), str(tmp_path / "out2"), settings)["status"] == "ok"
+
+
+def test_a_file_name_with_an_fsspec_chain_is_a_rejected_row():
+    from camtrap.data.contract import normalize_file_name
+
+    with pytest.raises(ValueError, match="contains '::'"):
+        normalize_file_name("a.jpg::zip")

@@ -21,6 +21,8 @@ import camtrap
 
 #: Environment every Ray worker of ours gets: albumentations must not call PyPI at import.
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1"}
+#: The job's own settings that its Ray tasks must see too (e.g. ``prepare.py --follow-links``).
+PASSED_ENV = ("CAMTRAP_FOLLOW_LINKS",)
 
 
 def package_dir() -> str:
@@ -29,7 +31,8 @@ def package_dir() -> str:
 
 
 def runtime_env() -> dict:
-    return {"py_modules": [package_dir()], "env_vars": dict(WORKER_ENV)}
+    passed = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    return {"py_modules": [package_dir()], "env_vars": {**WORKER_ENV, **passed}}
 
 
 #: ``RAY_ADDRESS`` as :func:`init_ray` set it for the Ray it started; once that Ray is shut down, a

@@ -154,6 +154,8 @@ def normalize_file_name(file_name: str) -> str:
         raise ValueError("file_name is empty")
     if "\x00" in name:
         raise ValueError("file_name contains a NUL byte")
+    if "::" in name:
+        raise ValueError(f"file_name '{name}' contains '::' (fsspec would read it as a chain of URLs)")
     if name.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(name) or "://" in name:
         raise ValueError(f"file_name '{name}' is absolute; it must be relative to the images directory")
     norm = posixpath.normpath(name.replace("\\", "/"))

@@ -24,7 +24,7 @@ def decode_batch(batch: dict[str, np.ndarray], images_dir: str) -> dict[str, np.
     for i, name in enumerate(batch[FILE_NAME]):
         path = storage.join(images_dir, str(name))
         try:
-            img, _ = load_resized(storage.read_bytes(path), PREPARE_LONG_SIDE)
+            img, _ = load_resized(storage.read_inside(images_dir, str(name)), PREPARE_LONG_SIDE)
             images[i] = np.asarray(img)
             errors.append("")
         except FileNotFoundError:

@@ -92,7 +92,7 @@ def prepare_one(file_name: str, images_dir: str, out_dir: str, settings: Prepare
     src = storage.join(images_dir, file_name)
     try:
         try:
-            data = storage.read_bytes(src)
+            data = storage.read_inside(images_dir, file_name)
         except FileNotFoundError:
             raise ImageDecodeError(f"file not found: {src}") from None
         except IsADirectoryError:

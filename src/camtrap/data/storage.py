@@ -94,3 +94,28 @@ def frame_bytes(frame, fmt: str) -> bytes:
         frame.to_parquet(buf, index=False)
         return buf.getvalue()
     return frame.to_csv(index=False).encode()
+
+
+class OutsideFolderError(OSError):
+    """A path inside a folder that resolves (through a symbolic link) to somewhere outside it."""
+
+
+#: Set to "1" to let file names follow links out of the images folder (datasets assembled from links).
+FOLLOW_LINKS_ENV = "CAMTRAP_FOLLOW_LINKS"
+
+
+def read_inside(root: str, name: str) -> bytes:
+    """The bytes of ``root/name``, refusing a local path that a link leads outside ``root``.
+
+    The data contract keeps ``name`` relative and free of ``..``; a symbolic link inside the images
+    folder could still lead anywhere on the host, and its target would be read (and prepared into the
+    output) as if it were the dataset's. Object stores have no links. ``CAMTRAP_FOLLOW_LINKS=1`` (or
+    ``prepare.py --follow-links``) allows them.
+    """
+    path = join(root, name)
+    if not is_uri(path) and os.environ.get(FOLLOW_LINKS_ENV) != "1" and not is_within(path, root):
+        raise OutsideFolderError(
+            f"{name} leads outside the images folder (to {os.path.realpath(path)}) through a symbolic link; "
+            f"use --follow-links to allow links"
+        )
+    return read_bytes(path)

@@ -124,7 +124,7 @@ def decode_files(
     keep, images = [], []
     for i, name in enumerate(names):
         try:
-            img = decode_image(storage.read_bytes(storage.join(images_dir, str(name))))
+            img = decode_image(storage.read_inside(images_dir, str(name)))
         except (ImageDecodeError, OSError) as e:
             log.warning("skipping %s: %s", name, e)
             continue
