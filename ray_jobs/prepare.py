@@ -23,9 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_metadata(p)
     cli.add_images_dir(p)
     p.add_argument("--out", required=True, help="output folder or URI: resized JPEGs at the same relative paths, manifest")
-    p.add_argument("--long-side", type=int, default=PREPARE_LONG_SIDE,
+    p.add_argument("--long-side", type=cli.int_at_least(16), default=PREPARE_LONG_SIDE,
                    help=f"long side after resizing (default {PREPARE_LONG_SIDE})")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the outputs (default 95)")
+    p.add_argument("--quality", type=cli.int_in(1, 100), default=95, help="JPEG quality of the outputs (default 95)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decompression-bomb limit in pixels")
     cli.add_overwrite(p, "redo every file instead of resuming")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any row failed")

@@ -164,3 +164,23 @@ def test_a_file_name_with_an_fsspec_chain_is_a_rejected_row():
 
     with pytest.raises(ValueError, match="contains '::'"):
         normalize_file_name("a.jpg::zip")
+
+
+def test_ctrl_c_ends_a_job_with_how_to_resume_and_exit_130(capsys):
+    from camtrap.errors import INTERRUPTED, exits_on_input_error
+
+    @exits_on_input_error
+    def main() -> int:
+        raise KeyboardInterrupt
+
+    assert main() == INTERRUPTED == 130
+    assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to resume"
+
+
+@pytest.mark.parametrize(("flag", "value", "reason"), [("--long-side", "8", "must be at least 16"),
+                                                       ("--rows-per-task", "0", "must be at least 1"),
+                                                       ("--quality", "101", "between 1 and 100")])
+def test_prepare_flags_out_of_range_are_refused_by_the_parser(flag, value, reason, capsys):
+    with pytest.raises(SystemExit) as info:
+        load_job("prepare").parse_args(["--metadata", "m.csv", "--images-dir", "i", "--out", "o", flag, value])
+    assert info.value.code == 2 and reason in capsys.readouterr().err

@@ -17,13 +17,17 @@ class InputError(ValueError):
     """Bad input or settings, with a message that names the file, row or field and the reason."""
 
 
+#: Exit status of a job stopped with Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
 #: Everything a job reports as ``error: ...`` and exit 2: bad data and paths, and invalid config files
 #: (whose base lives in the config layer, which imports nothing else of the package).
 USER_ERRORS: tuple[type[ValueError], ...] = (InputError, ConfigError)
 
 
 def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a job's ``main``: a :data:`USER_ERRORS` error becomes ``error: ...`` on stderr and exit status 2."""
+    """Wrap a job's ``main``: a :data:`USER_ERRORS` error becomes ``error: ...`` on stderr and exit status 2;
+    Ctrl-C says how to resume (every job resumes by rerunning it) and exits 130, without a traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -32,5 +36,8 @@ def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command to resume", file=sys.stderr)
+            return INTERRUPTED
 
     return wrapper
