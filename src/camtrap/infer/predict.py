@@ -145,10 +145,10 @@ def predict(
 ) -> tuple[ScoreSummary, pd.DataFrame]:
     """Score a season and write the submission CSV; rerunning with the same work dir resumes."""
     start = time.perf_counter()
+    metas = model_metadata(model_paths)
     for flag, path in (("--out", str(out)), ("--work-dir", work_dir)):
         if path is not None:
             refuse_output_inside_images(path, images_dir, flag)
-    metas = model_metadata(model_paths)
     md = read_metadata(metadata)
     rejected = pd.DataFrame({FILE_NAME: [i.file_name or "" for i in md.rejected],
                              SEQ_ID: [i.seq_id or "" for i in md.rejected],
