@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from camtrap.runtime import free_port
+
 BIN = Path(sys.executable).parent
 #: Seconds a node or the endpoint may take to come up on a loaded 2-core machine.
 START_TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -93,9 +88,11 @@ class Node:
 
 @dataclass
 class SimulatedCluster:
-    """A head with 0 CPUs and worker nodes that declare GPUs, all on this machine."""
+    """A head (0 CPUs, like cluster.yaml's, unless ``head_cpus``) and worker nodes that declare GPUs, all
+    on this machine."""
 
     env: dict[str, str]
+    head_cpus: int = 0
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="rays", dir="/tmp"))
     nodes: list[Node] = field(default_factory=list)
     head: subprocess.Popen | None = None
@@ -118,7 +115,8 @@ class SimulatedCluster:
         # cleaner uses it) would otherwise find several Rays on this machine and give up.
         self.env["RAY_ADDRESS"] = self.gcs_address
         self.head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=0", "--num-gpus=0", f"--port={port}",
+            [str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
+             f"--port={port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
              "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *self._node_ports()],
             env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

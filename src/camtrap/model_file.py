@@ -61,11 +61,23 @@ def read_state_file(path: str) -> dict[str, Any]:
     Only tensors and plain containers load: a file that would run code when unpickled is refused
     (``InputError`` naming it) before any of its objects is built.
     """
+    return _weights_only(path, storage.read_bytes(path))
+
+
+def _weights_only(path: str, blob: bytes) -> dict[str, Any]:
+    """:func:`state_from_bytes`, with a refused pickle reported as ``InputError`` naming ``path``."""
     try:
-        return state_from_bytes(storage.read_bytes(path))
+        return state_from_bytes(blob)
     except pickle.UnpicklingError as e:
         reason = str(e).strip().splitlines()[0][:300]
         raise InputError(f"{path}: refused: not a weights-only checkpoint ({reason})") from None
+
+
+def _model_bytes(path: str) -> bytes:
+    try:
+        return storage.read_bytes(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: model file not found") from None
 
 
 def save_model_file(
@@ -99,14 +111,9 @@ def read_model_file(path: str, blob: bytes | None = None) -> dict[str, Any]:
     camtrap model, or holds non-finite weights (a diverged run must not score a season of NaN)."""
     import torch
 
+    blob = _model_bytes(path) if blob is None else blob
     try:
-        blob = storage.read_bytes(path) if blob is None else blob
-        state = state_from_bytes(blob)
-    except FileNotFoundError:
-        raise InputError(f"{path}: model file not found") from None
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0][:300]
-        raise InputError(f"{path}: refused: not a weights-only checkpoint ({reason})") from None
+        state = _weights_only(path, blob)
     except (RuntimeError, EOFError, OSError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise InputError(f"{path}: not a readable model file ({reason})") from None
@@ -126,9 +133,7 @@ def model_metadata(path: str) -> dict[str, Any]:
     which keys the results a scoring job keeps for resume)."""
     import hashlib
 
-    blob = storage.read_bytes(path) if storage.exists(path) else None
-    if blob is None:
-        raise InputError(f"{path}: model file not found")
+    blob = _model_bytes(path)
     state = read_model_file(path, blob)
     return {k: v for k, v in state.items() if k != "model"} | {"path": path,
                                                                  "sha256": hashlib.sha256(blob).hexdigest()}

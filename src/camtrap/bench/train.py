@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from camtrap.data.imageio import decode_image
 from camtrap.errors import InputError
 from camtrap.metrics import logit
 from camtrap.run_layout import RunLayout
+from camtrap.runtime import free_port
 from camtrap.train.dataset import TARGET
 from camtrap.train.driver import run_training, stage_loop_config
 from camtrap.train.loop import autocast_factory, create_optimizer, gather, pad_batch, resolve_amp
@@ -239,12 +239,6 @@ def _plain_ddp_worker(rank: int, cfg: dict[str, Any]) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_plain_ddp(setup: TrainSetup, out_dir: str) -> dict[str, Any]:
     """One run of the baseline: ``torch.multiprocessing.spawn`` of the ranks, timed from the call to the
     ranks' exit (process start, imports and process group included, like the platform's total)."""
@@ -258,7 +252,7 @@ def run_plain_ddp(setup: TrainSetup, out_dir: str) -> dict[str, Any]:
         "out_dir": out_dir,
     }
     saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     try:
         start = time.perf_counter()
         tmp.spawn(_plain_ddp_worker, args=(cfg,), nprocs=plan.num_workers, join=True)

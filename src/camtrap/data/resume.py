@@ -75,8 +75,5 @@ class PartLog:
             return
         frame = pd.concat(self._buffer, ignore_index=True)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        fs, inner = storage.get_fs(self.dir)
-        tmp = storage.join(self.dir, "." + name)
-        frame.to_parquet(tmp, index=False)
-        fs.mv(storage.get_fs(tmp)[1], inner.rstrip("/") + "/" + name)
+        storage.write_bytes_atomic(storage.join(self.dir, name), storage.frame_bytes(frame, "parquet"))
         self._buffer, self._rows, self._last_flush = [], 0, time.monotonic()

@@ -139,11 +139,11 @@ def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda
 
     ``cuda`` False: the workers hold GPUs that have no CUDA device (a simulated cluster), so they
     compute on their CPUs. ``tables``: the run's training and validation rows in the object store,
-    from which every worker builds its own seeded epochs (:mod:`camtrap.train.epochs`).
+    from which every worker builds its own seeded epochs (:mod:`camtrap.train.epochs`); ``None`` leaves
+    them out, for a loop that reads its data otherwise (the benchmark's plain baseline).
     """
-    tables = tables or StageTables.put(plan)
     return {
-        **tables.config(),
+        **(tables.config() if tables is not None else {}),
         "epoch_offset": sum(s.epochs for s in plan.recipe.stages[: _stage_index(plan.recipe, stage)]),
         "recipe": plan.recipe.model_dump(mode="json"),
         "stage": plan.stage(stage).model_dump(mode="json"),
@@ -193,10 +193,10 @@ def fit_stage(
     stage: StageConfig,
     run: RunLayout,
     prev_best: str | None,
+    tables: StageTables,
     storage_path: str,
     max_failures: int,
     callbacks: Sequence = (),
-    tables: StageTables | None = None,
 ) -> tuple[StageResult, list[dict]]:
     """One ``TorchTrainer.fit()``; writes ``stages/<name>/best.pt`` and ``metrics.csv``.
 
@@ -373,8 +373,8 @@ def run_training(
         if storage.exists(best_path):
             result, history = done_stage(best_path)
         else:
-            result, history = fit_stage(plan, stage, run, prev_best, storage_path, max_failures, callbacks or (),
-                                        tables)
+            result, history = fit_stage(plan, stage, run, prev_best, tables, storage_path, max_failures,
+                                        callbacks or ())
         summary.stages.append(result)
         all_history.extend(history)
         prev_best = best_path
