@@ -29,9 +29,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--aggregate", choices=["gmean", "mean", "empty-gmean"], default="gmean",
                    help="within a sequence and across models (default gmean, the 2nd place's)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False, help="one GPU per model actor")
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="one GPU per model actor (default: auto, GPUs if the cluster has them or its autoscaler "
+                        "can add them)")
     cli.add_rows_per_task(p, 64, "images per decode task; also how often results are saved for resume")
-    p.add_argument("--actors-per-model", type=int, default=1, help="actor pool size per model")
+    p.add_argument("--actors-per-model", type=cli.pool_range, default=None, metavar="N|MIN..MAX",
+                   help="model actors per model: a fixed N, or a pool that grows from MIN to MAX while images "
+                        "queue (default: 1 up to every GPU the cluster can reach, shared among the models)")
     cli.add_overwrite(p, "discard the work dir's saved per-image results and score every image again")
     return p.parse_args(argv)
 

@@ -5,6 +5,10 @@
   GPUs; there is no GPU, so the code must fall back to CPU compute while scheduling sees GPUs. Every
   node is its own process group: removing a node SIGKILLs it, as a spot preemption would. Never
   ``ray stop``: it would end every Ray on the machine, the test session's and CI's included.
+* ``SimulatedCluster(autoscaling=...)``: the same head running Ray's fake autoscaler (the
+  ``fake_multinode`` provider, as ``ray.cluster_utils.AutoscalingCluster`` uses it, whose ``ray stop``
+  we cannot use): worker nodes come and go as work queues, as on ``cluster.yaml``. The nodes it adds are
+  processes of the head's group, so stopping the head stops them.
 * :class:`S3Endpoint`: ``moto`` serving a real S3 API on a free localhost port, reached through
   ``AWS_ENDPOINT_URL`` by fsspec (s3fs), pyarrow (Ray Train's storage) and every Ray node started after it.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 from camtrap.runtime import free_port
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 #: Seconds a node or the endpoint may take to come up on a loaded 2-core machine.
 START_TIMEOUT = 120
 
@@ -84,6 +89,8 @@ class Node:
     proc: subprocess.Popen
     num_cpus: float
     num_gpus: float
+    #: A custom resource only this node declares: how the GCS's and the state API's records name it.
+    tag: str = ""
 
 
 @dataclass
@@ -93,6 +100,9 @@ class SimulatedCluster:
 
     env: dict[str, str]
     head_cpus: int = 0
+    #: Worker node types of Ray's fake autoscaler (``available_node_types`` entries); None: no autoscaler.
+    autoscaling: dict | None = None
+    idle_timeout_minutes: float = 0.1
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="rays", dir="/tmp"))
     nodes: list[Node] = field(default_factory=list)
     head: subprocess.Popen | None = None
@@ -114,15 +124,38 @@ class SimulatedCluster:
         # Every process of this cluster looks itself up here: the state API (Ray Train's placement-group
         # cleaner uses it) would otherwise find several Rays on this machine and give up.
         self.env["RAY_ADDRESS"] = self.gcs_address
+        autoscaler = []
+        if self.autoscaling is not None:
+            config = os.path.join(self.temp_dir, "autoscaler.json")
+            with open(config, "w") as f:
+                json.dump(self._autoscaler_config(), f)
+            autoscaler = [f"--autoscaling-config={config}"]
+            self.env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
         self.head = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
-             f"--port={port}",
+             f"--port={port}", f"--ray-client-server-port={free_port()}", *autoscaler,
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
              "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *self._node_ports()],
             env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self._wait(lambda: self._dashboard_up(), "the head")
         return self
+
+    def _autoscaler_config(self) -> dict:
+        """The whole autoscaler config (the wheel lacks the fake provider's example.yaml)."""
+        types = {"ray.head.default": {"resources": {"CPU": self.head_cpus}, "node_config": {}, "max_workers": 0},
+                 **{name: {"node_config": {}, "min_workers": 0, **spec} for name, spec in self.autoscaling.items()}}
+        empty_lists = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                       "head_start_ray_commands", "worker_start_ray_commands", "cluster_synced_files",
+                       "rsync_exclude", "rsync_filter")
+        return {
+            "cluster_name": "camtrap-fake", "max_workers": sum(t.get("max_workers", 0) for t in types.values()),
+            "upscaling_speed": 1.0, "idle_timeout_minutes": self.idle_timeout_minutes,
+            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                         "disable_launch_config_check": True, "gcs_address": self.gcs_address},
+            "available_node_types": types, "head_node_type": "ray.head.default", "auth": {}, "docker": {},
+            "file_mounts": {}, "file_mounts_sync_continuously": False, **{k: [] for k in empty_lists},
+        }
 
     def _dashboard_up(self) -> bool:
         try:
@@ -132,12 +165,24 @@ class SimulatedCluster:
         except OSError:
             return False
 
-    def _alive_nodes(self) -> list[dict]:
+    def alive_nodes(self) -> list[dict]:
+        """The resources of every node the GCS lists as alive."""
         code = (f"import json, ray; ray.init(address='{self.gcs_address}', logging_level='ERROR'); "
                 "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120,
                              check=False)
         return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+
+    def list_state(self, kind: str) -> list[dict]:
+        """``ray list <kind> --detail`` of this cluster (actors, nodes, ...), dead ones included.
+
+        Run in a subprocess with this cluster's address: in the test process the state API would
+        follow the ``RAY_ADDRESS`` of the session's own Ray instead.
+        """
+        out = subprocess.run([str(BIN / "ray"), "list", kind, "--detail", "--format", "json", "--limit", "10000",
+                              "--address", self.dashboard], env=self.env, capture_output=True, text=True,
+                             timeout=120, check=True)
+        return json.loads(out.stdout)
 
     def _wait(self, ready, what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -155,10 +200,20 @@ class SimulatedCluster:
              *self._node_ports()],
             env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        node = Node(proc, num_cpus, num_gpus)
+        node = Node(proc, num_cpus, num_gpus, tag)
         self.nodes.append(node)
-        self._wait(lambda: any(tag in r for r in self._alive_nodes()), "a worker node")
+        self._wait(lambda: any(tag in r for r in self.alive_nodes()), "a worker node")
         return node
+
+    def job_command(self, args: list[str]) -> list[str]:
+        """``ray job submit --working-dir <repo> -- python <args>``, as a user submits a job."""
+        return [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--working-dir", str(REPO), "--",
+                "python", *args]
+
+    def submit(self, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+        """Run a job to its end through the job API; its output is the CompletedProcess's."""
+        return subprocess.run(self.job_command(args), env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
 
     def remove_node(self, node: Node) -> None:
         """SIGKILL the node's whole process group (raylet, its workers): a preempted spot instance."""

@@ -32,3 +32,29 @@ def ray_session():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 endpoint for the session (tests/cluster.py)."""
+    from cluster import S3Endpoint
+
+    endpoint = S3Endpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def sim_cluster(s3):
+    """One multi-node Ray for the session's cluster tests: a head with 0 CPUs (like cluster.yaml's) and
+    two worker nodes of 2 CPUs and 1 (simulated) GPU, every process able to reach ``s3``. A test that
+    removes a node starts its replacement, as the autoscaler would."""
+    from cluster import SimulatedCluster
+
+    sim = SimulatedCluster(env=s3.env).start()
+    try:
+        sim.add_node(num_cpus=2, num_gpus=1)
+        sim.add_node(num_cpus=2, num_gpus=1)
+        yield sim
+    finally:
+        sim.shutdown()

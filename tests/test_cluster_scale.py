@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from cluster import BIN, S3Endpoint, SimulatedCluster
 
 from camtrap.data import storage
 from camtrap.data.prepare import PrepareSettings, prepare_one
@@ -27,22 +26,8 @@ TINY = ["--recipe", "cpu_tiny", "--set", "scaling.use_gpu=auto",
 
 
 @pytest.fixture(scope="module")
-def s3():
-    endpoint = S3Endpoint()
-    yield endpoint
-    endpoint.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(s3):
-    """Head with 0 CPUs (like cluster.yaml's) and two worker nodes of 2 CPUs and 1 (simulated) GPU."""
-    sim = SimulatedCluster(env=s3.env).start()
-    try:
-        sim.add_node(num_cpus=2, num_gpus=1)
-        sim.add_node(num_cpus=2, num_gpus=1)
-        yield sim
-    finally:
-        sim.shutdown()
+def cluster(sim_cluster):
+    return sim_cluster
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +45,11 @@ def _tables(data: Path) -> list[str]:
             "--images-dir", str(data / "prepared")]
 
 
-def submit(cluster: SimulatedCluster, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    """``ray job submit --working-dir . -- python ray_jobs/...``, as a user runs it."""
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
-           "python", *args]
-    return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 def test_train_job_runs_on_gpu_worker_nodes_with_its_run_on_s3(cluster, s3, data, monkeypatch):
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
     out = s3.make_bucket("train-run") + "/run"
-    run = submit(cluster, ["ray_jobs/train.py", *TINY, *_tables(data), "--out", out])
+    run = cluster.submit(["ray_jobs/train.py", *TINY, *_tables(data), "--out", out])
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
     # The plan asked for the (simulated) GPUs the worker nodes declare: none can land on the 0-CPU head.
@@ -82,7 +60,7 @@ def test_train_job_runs_on_gpu_worker_nodes_with_its_run_on_s3(cluster, s3, data
     state = torch.load(io.BytesIO(storage.read_bytes(f"{out}/model.pt")), weights_only=True)
     assert state["inference_long_side"] == 64 and len(state["classes"]) == 54
 
-    rerun = submit(cluster, ["ray_jobs/train.py", *TINY, *_tables(data), "--out", out])
+    rerun = cluster.submit(["ray_jobs/train.py", *TINY, *_tables(data), "--out", out])
     assert rerun.returncode == 0 and "nothing to do, this run is already complete" in rerun.stdout + rerun.stderr
 
 
@@ -92,9 +70,7 @@ def test_a_worker_node_lost_mid_stage_costs_only_its_epoch(cluster, s3, data, mo
     out = s3.make_bucket("node-loss") + "/run"
     args = ["ray_jobs/train.py", *TINY, "--set", "stages.0.epochs=4", *_tables(data), "--out", out,
             "--max-failures", "3"]
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
-           "python", *args]
-    job = subprocess.Popen(cmd, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = subprocess.Popen(cluster.job_command(args), env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     fs, inner = storage.get_fs(f"{out}/ray_results/s64")
     deadline = time.monotonic() + 400
     while not fs.glob(f"{inner}/*/checkpoint_*") and not fs.glob(f"{inner}/checkpoint_*"):

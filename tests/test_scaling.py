@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from camtrap.cli import pool_range
 from camtrap.config.overrides import apply_overrides
 from camtrap.config.recipe import load_recipe
+from camtrap.errors import InputError
+from camtrap.infer.actors import SCORING_RESOURCE, plan_actors
 from camtrap.run_layout import RunLayout
 from camtrap.runtime import ClusterView, NodeShape
 from camtrap.train.driver import RunDirError, pin_workers
@@ -88,10 +93,51 @@ def test_cluster_yaml_node_types_make_the_seed_recipe_autoscale_onto_gpus():
     from camtrap.runtime import _node_types_from_bootstrap
 
     types = _node_types_from_bootstrap(str(Path(__file__).resolve().parents[1] / "cluster.yaml"))
-    assert {(t.name, t.cpus, t.gpus, t.max_count) for t in types} == {("gpu", 48, 4, 2), ("cpu", 16, 0, 4)}
+    assert {(t.name, t.cpus, t.gpus, t.max_count) for t in types} == {
+        ("gpu", 48, 4, 2), ("gpu_score", 8, 1, 8), ("cpu", 16, 0, 4)}
+    assert {t.name: t.custom for t in types}["gpu_score"] == {SCORING_RESOURCE: 1.0}
     view = ClusterView(nodes=[NodeShape(cpus=0, gpus=0)], node_types=types, source="autoscaler (cluster.yaml)")
     w = plan_workers(load_recipe("rx50_swsl"), view)
     assert (w.num_workers, w.use_gpu, w.must_autoscale) == (8, True, True)
     assert w.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
-    with pytest.raises(ScalingError, match="16 workers need 16 GPUs"):
-        plan_workers(load_recipe("rx50_swsl"), view, num_workers=16)
+    with pytest.raises(ScalingError, match="32 workers need 32 GPUs"):
+        plan_workers(load_recipe("rx50_swsl"), view, num_workers=32)
+    # Scoring on the same fresh cluster: GPU actors pinned to the single-GPU scoring type, a pool per
+    # model that may grow onto all 8 of its nodes (4 each for a two-model ensemble).
+    actors = plan_actors(view, num_models=2)
+    assert actors.use_gpu and actors.resources == {SCORING_RESOURCE: 1.0}
+    assert (actors.min_actors, actors.max_actors, actors.cpus) == (1, 4, 1.0)
+    assert actors.remote_args() == {"num_cpus": 1.0, "num_gpus": 1, "resources": {SCORING_RESOURCE: 1.0}}
+    assert not actors.hosts_up(view) and "on the scoring node type" in actors.describe()
+
+
+def test_scoring_actors_default_to_gpus_the_cluster_has_or_can_add():
+    up = plan_actors(GPU_NODES_UP, num_models=1)
+    assert up.use_gpu and (up.min_actors, up.max_actors) == (1, 8) and up.resources == {}
+    assert up.hosts_up(GPU_NODES_UP) and "has 8 GPUs" in up.gpu_reason
+    fresh = plan_actors(FRESH_CLUSTER, num_models=2)
+    assert fresh.use_gpu and (fresh.min_actors, fresh.max_actors) == (1, 8) and not fresh.hosts_up(FRESH_CLUSTER)
+    assert plan_actors(FRESH_CLUSTER, 1, use_gpu=False).use_gpu is False
+    fixed = plan_actors(GPU_NODES_UP, 1, pool=(3, 3))
+    assert (fixed.min_actors, fixed.max_actors) == (3, 3)
+
+
+def test_scoring_on_a_laptop_is_one_cpu_actor_per_model_and_gpus_it_cannot_get_are_refused():
+    one = plan_actors(LAPTOP, num_models=1)
+    assert not one.use_gpu and (one.min_actors, one.max_actors, one.cpus, one.threads) == (1, 1, 1.0, 1)
+    assert one.remote_args() == {"num_cpus": 1.0, "num_gpus": 0}
+    two = plan_actors(LAPTOP, num_models=2)
+    assert (two.max_actors, two.cpus) == (1, 0.5)  # one CPU left to decode, the rest shared
+    with pytest.raises(InputError, match="need at least 1 GPU"):
+        plan_actors(LAPTOP, 1, use_gpu=True)
+
+
+@pytest.mark.parametrize(("text", "pool"), [("2", (2, 2)), ("1..8", (1, 8)), ("3..3", (3, 3))])
+def test_actors_per_model_takes_n_or_min_max(text, pool):
+    assert pool_range(text) == pool
+
+
+@pytest.mark.parametrize("text", ["0", "4..2", "1..", "a..b", "0..3"])
+def test_actors_per_model_refuses_what_is_not_a_pool(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+        pool_range(text)

@@ -88,3 +88,15 @@ def int_at_least(low: int):
 
 
 _positive_int = int_at_least(1)
+
+
+def pool_range(text: str) -> tuple[int, int]:
+    """An argparse ``type``: ``N`` (a fixed pool) or ``MIN..MAX`` (a pool that grows from MIN to MAX)."""
+    lo, sep, hi = str(text).partition("..")
+    try:
+        pool = (int(lo), int(hi) if sep else int(lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN..MAX (e.g. 1..8), got {text!r}") from None
+    if pool[0] < 1 or pool[1] < pool[0]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= MIN <= MAX, got {text!r}")
+    return pool

@@ -185,6 +185,8 @@ class NodeShape:
     gpus: float
     max_count: int = 1
     name: str = ""
+    #: Custom resources it advertises (e.g. ``cluster.yaml``'s ``scoring_gpu`` on its scoring node type).
+    custom: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,10 +217,30 @@ class ClusterView:
     def can_autoscale(self, gpu: bool) -> bool:
         return any(t.max_count > 0 and (t.gpus > 0 if gpu else t.cpus > 0) for t in self.node_types)
 
+    def offers(self, resource: str) -> bool:
+        """Whether a node now, or a node type the autoscaler may add, advertises ``resource``."""
+        return any(s.custom.get(resource, 0) > 0 and (s in self.nodes or s.max_count > 0)
+                   for s in (*self.nodes, *self.node_types))
+
+    def gpus_with(self, resource: str) -> float:
+        """GPUs reachable on nodes that advertise ``resource``: those up now plus the most the autoscaler adds."""
+        return (sum(n.gpus for n in self.nodes if n.custom.get(resource, 0) > 0)
+                + sum(t.gpus * t.max_count for t in self.node_types if t.custom.get(resource, 0) > 0))
+
     def largest_node(self, gpu: bool) -> NodeShape | None:
         """The biggest node (now or addable) that can host a worker: with a GPU, or with CPUs."""
         shapes = [s for s in (*self.nodes, *self.node_types) if (s.gpus > 0 if gpu else s.cpus > 0)]
         return max(shapes, key=lambda s: (s.cpus, s.gpus), default=None)
+
+
+#: Resources every Ray node has that say nothing about its hardware.
+_BUILTIN = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom(resources: dict) -> dict[str, float]:
+    """The custom resources of a node or node type (not CPU/GPU/memory, nor Ray's ``node:<ip>`` markers)."""
+    return {k: float(v) for k, v in resources.items() if k not in _BUILTIN and not k.startswith("node:")
+            and not k.startswith("accelerator_type:")}
 
 
 def _node_types_from_gcs() -> list[NodeShape]:
@@ -233,7 +255,8 @@ def _node_types_from_gcs() -> list[NodeShape]:
         return []
     return [
         NodeShape(cpus=float(g.resources.get("CPU", 0)), gpus=float(g.resources.get("GPU", 0)),
-                  max_count=int(g.max_count) if g.max_count >= 0 else 10**6, name=g.name)
+                  max_count=int(g.max_count) if g.max_count >= 0 else 10**6, name=g.name,
+                  custom=_custom(dict(g.resources)))
         for g in config.node_group_configs
     ]
 
@@ -253,9 +276,34 @@ def _node_types_from_bootstrap(path: str = BOOTSTRAP_CONFIG) -> list[NodeShape]:
     return [
         NodeShape(cpus=float(spec.get("resources", {}).get("CPU", 0)),
                   gpus=float(spec.get("resources", {}).get("GPU", 0)),
-                  max_count=int(spec.get("max_workers", config.get("max_workers", 0)) or 0), name=name)
+                  max_count=int(spec.get("max_workers", config.get("max_workers", 0)) or 0), name=name,
+                  custom=_custom(spec.get("resources", {})))
         for name, spec in (config.get("available_node_types") or {}).items() if name != head
     ]
+
+
+def _monitor_config_path(gcs_address: str) -> str | None:
+    """The ``--autoscaling-config`` of the autoscaler (Ray's ``monitor.py``) serving ``gcs_address``, when it
+    runs on this host: the driver of a ``ray job submit`` runs on the head, beside it.
+
+    Ray's default (v1) autoscaler keeps its node types to itself: it reports none to the GCS. Its
+    config file is where ``ray up`` put it (``~/ray_bootstrap_config.yaml``) or wherever ``ray start
+    --head --autoscaling-config`` was told.
+    """
+    import psutil
+
+    port = gcs_address.rsplit(":", 1)[-1]
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+        except (psutil.Error, KeyError):
+            continue
+        if (any(a.endswith("monitor.py") for a in cmd)
+                and any(a.startswith("--gcs-address=") and a.endswith(f":{port}") for a in cmd)):
+            for a in cmd:
+                if a.startswith("--autoscaling-config="):
+                    return a.split("=", 1)[1]
+    return None
 
 
 def cluster_view() -> ClusterView:
@@ -277,12 +325,34 @@ def cluster_view() -> ClusterView:
         return ClusterView(nodes=[NodeShape(cpus=float(os.cpu_count() or 1), gpus=float(gpus))])
     nodes = [
         NodeShape(cpus=float(n["Resources"].get("CPU", 0)), gpus=float(n["Resources"].get("GPU", 0)),
-                  name=n.get("NodeManagerAddress", ""))
+                  name=n.get("NodeManagerAddress", ""), custom=_custom(n["Resources"]))
         for n in ray.nodes() if n.get("Alive")
     ]
-    types = _node_types_from_gcs()
-    source = "autoscaler (GCS)" if types else "Ray cluster"
-    if not types:
-        types = _node_types_from_bootstrap()
-        source = f"autoscaler ({BOOTSTRAP_CONFIG})" if types else source
-    return ClusterView(nodes=nodes, node_types=types, source=source)
+    types, source = _node_types_from_gcs(), "autoscaler (GCS)"
+    for path in (_monitor_config_path(ray.get_runtime_context().gcs_address), BOOTSTRAP_CONFIG):
+        if not types and path:
+            types, source = _node_types_from_bootstrap(path), "autoscaler"
+    return ClusterView(nodes=nodes, node_types=types, source=source if types else "Ray cluster")
+
+
+def gpu_nodes_have_cuda(job: str, resources: dict[str, float] | None = None) -> bool:
+    """Whether a node that offers a GPU to Ray really has a CUDA device (a one-GPU probe task).
+
+    A simulated cluster declares GPUs that are not there; the job's GPU workers and actors then
+    compute on their CPUs, and ``job`` says so once. On a real cluster the probe waits, as the job's
+    own GPU work would, for the autoscaler to bring up a GPU node. ``resources``: custom resources the
+    job's GPU work asks for too, so the probe lands on the same node type.
+    """
+    import ray
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def _probe() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    if ray.get(_probe.options(resources=resources or {}).remote()):
+        return True
+    print(f"{job}: the GPU nodes have no CUDA device (a simulated cluster?): the GPU work holds its GPUs but "
+          "computes on CPU", flush=True)
+    return False

@@ -32,10 +32,11 @@ from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import read_metadata
 from camtrap.data.imageio import PREPARE_LONG_SIDE, ImageDecodeError, load_resized, resize_long_side
+from camtrap.infer.actors import plan_actors
 from camtrap.infer.submission import FLOAT_FORMAT, SUBMISSION_EPS
 from camtrap.metrics import EPS
 from camtrap.run_layout import MODEL_FILE
-from camtrap.runtime import cpus_per_actor
+from camtrap.runtime import cluster_view
 from camtrap.train.models import load_trained
 
 
@@ -87,7 +88,7 @@ def plain_predict(model_path: str, frame: pd.DataFrame, images_dir: str, batch_s
 
 def predictor_threads(use_gpu: bool) -> int:
     """Torch threads of the platform's one-model predictor actor (``infer.predict.score_images``)."""
-    return max(1, int(cpus_per_actor(1, use_gpu)))
+    return plan_actors(cluster_view(), 1, use_gpu).threads
 
 
 def bench_predict(

@@ -32,6 +32,7 @@ from camtrap.data.frames import ERROR, IMAGE, decode_batch
 from camtrap.data.prepare import refuse_output_inside_images
 from camtrap.data.resume import PartLog
 from camtrap.errors import InputError
+from camtrap.infer.actors import ActorPlan, plan_actors
 from camtrap.infer.predictor import FlipTTAPredictor, prob_column
 from camtrap.infer.submission import (
     FAILED_SEQUENCES_FILE,
@@ -40,7 +41,7 @@ from camtrap.infer.submission import (
     write_submission,
 )
 from camtrap.metrics import Aggregate
-from camtrap.runtime import cpus_per_actor, frame_dataset
+from camtrap.runtime import cluster_view, frame_dataset, gpu_nodes_have_cuda
 
 PARTS_DIR = "predictions"
 #: Memory a decode task reserves (a batch of full-size frames decoded at once). Declaring it also keeps
@@ -89,36 +90,31 @@ def score_images(
     frame: pd.DataFrame,
     images_dir: str,
     log: PartLog,
+    actors: ActorPlan,
     batch_size: int = 16,
-    actors_per_model: int = 1,
-    use_gpu: bool = False,
     rows_per_block: int = 64,
 ) -> int:
     """Score every row of ``frame`` not yet in ``log``; returns how many were scored now."""
-    import ray
-
     done = set(log.read()[FILE_NAME])
     todo = frame.loc[~frame[FILE_NAME].isin(done), [FILE_NAME, SEQ_ID]].reset_index(drop=True)
     if todo.empty:
         return 0
-    cpus = cpus_per_actor(len(model_paths), use_gpu)
     ds = frame_dataset(todo, rows_per_block)
     ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=1, memory=DECODE_TASK_MEMORY)
     for i, path in enumerate(model_paths):
         ds = ds.map_batches(
             FlipTTAPredictor,
-            fn_constructor_kwargs={"model_path": path, "column": prob_column(i), "threads": max(1, int(cpus))},
+            fn_constructor_kwargs={"model_path": path, "column": prob_column(i), "threads": actors.threads},
             batch_size=batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors_per_model),
-            num_cpus=cpus,
-            num_gpus=1 if use_gpu else 0,
+            compute=actors.compute(),
+            **actors.remote_args(),
         )
     ds = ds.drop_columns([IMAGE])
     limits = ds.context.execution_options.resource_limits
     ds.context.execution_options.resource_limits = limits.copy(
-        object_store_memory=max(2, len(model_paths) * actors_per_model) * QUEUE_BYTES_PER_ACTOR)
+        object_store_memory=max(2, len(model_paths) * actors.max_actors) * QUEUE_BYTES_PER_ACTOR)
     scored = 0
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
@@ -138,12 +134,16 @@ def predict(
     work_dir: str | None = None,
     how: Aggregate = "gmean",
     batch_size: int = 16,
-    use_gpu: bool = False,
-    actors_per_model: int = 1,
+    use_gpu: bool | None = None,
+    actors_per_model: tuple[int, int] | None = None,
     rows_per_task: int = 64,
     overwrite: bool = False,
 ) -> tuple[ScoreSummary, pd.DataFrame]:
-    """Score a season and write the submission CSV; rerunning with the same work dir resumes."""
+    """Score a season and write the submission CSV; rerunning with the same work dir resumes.
+
+    ``use_gpu`` None: GPUs if the cluster has or can add them; ``actors_per_model`` None: a pool sized
+    from the cluster (:func:`camtrap.infer.actors.plan_actors`).
+    """
     start = time.perf_counter()
     metas = model_metadata(model_paths)
     for flag, path in (("--out", str(out)), ("--work-dir", work_dir)):
@@ -164,8 +164,15 @@ def predict(
     # Keyed to the models' content, not their paths: a retrained model.pt at the same path is a new model.
     log.pin_settings({"models": [str(p) for p in model_paths], "model_sha256": [m["sha256"] for m in metas],
                       "images_dir": str(images_dir)}, overwrite=overwrite, what="this work dir")
-    processed = score_images(model_paths, md.frame, images_dir, log, batch_size, actors_per_model, use_gpu,
-                             rows_per_block=rows_per_task)
+    view = cluster_view()
+    actors = plan_actors(view, len(model_paths), use_gpu, actors_per_model)
+    print(actors.describe(), flush=True)
+    if not actors.hosts_up(view):
+        print("predict: no node that can host a model actor is up yet: waiting for the autoscaler to add one "
+              "(`ray status` or the dashboard's Cluster tab show it coming)", flush=True)
+    if actors.use_gpu:
+        gpu_nodes_have_cuda("predict", actors.resources)
+    processed = score_images(model_paths, md.frame, images_dir, log, actors, batch_size, rows_per_block=rows_per_task)
     results = log.read()
     results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]
     results = pd.concat([results, rejected[rejected[SEQ_ID] != ""]], ignore_index=True)

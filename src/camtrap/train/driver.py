@@ -31,6 +31,7 @@ from camtrap.data import storage
 from camtrap.errors import InputError
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
 from camtrap.run_layout import RunLayout
+from camtrap.runtime import gpu_nodes_have_cuda
 from camtrap.train.loop import DIVERGED
 from camtrap.train.plan import TrainingPlan, describe_plan, describe_workers, plan_training
 from camtrap.train.scaling import WorkerPlan
@@ -208,7 +209,7 @@ def fit_stage(
 
     from camtrap.train.loop import train_loop_per_worker
 
-    cuda = gpu_nodes_have_cuda() if plan.use_gpu else False
+    cuda = gpu_nodes_have_cuda("train") if plan.use_gpu else False
     init = ray.put(state_to_bytes(read_state_file(prev_best)["model"])) if prev_best else None
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -249,28 +250,6 @@ def fit_stage(
     result = StageResult(stage.name, metrics[layout.VAL_LOSS], metrics[layout.VAL_METRIC],
                          metrics[layout.VAL_PRIOR_METRIC], len(history), False, best_path)
     return result, history
-
-
-def gpu_nodes_have_cuda() -> bool:
-    """Whether a node that offers a GPU to Ray really has a CUDA device (a one-GPU probe task).
-
-    A simulated cluster declares GPUs that are not there; its workers then train on their CPUs with
-    gloo instead of nccl, and the job says so once. On a real cluster the probe waits, like the
-    trainer would, for the autoscaler to bring up a GPU node.
-    """
-    import ray
-
-    @ray.remote(num_gpus=1, num_cpus=0)
-    def _probe() -> bool:
-        import torch
-
-        return torch.cuda.is_available()
-
-    if ray.get(_probe.remote()):
-        return True
-    print("train: the GPU nodes have no CUDA device (a simulated cluster?): the workers hold their GPUs but "
-          "compute on CPU, with gloo", flush=True)
-    return False
 
 
 def done_stage(best_path: str) -> tuple[StageResult, list[dict]]:
