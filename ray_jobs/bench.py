@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="train: per-worker batch (default cpu_tiny's 16)")
     p.add_argument("--workers", type=int, default=None, help="train: workers (default 2; cuda: min(2, GPUs))")
     p.add_argument("--predict-long-side", type=int, default=128, help="predict: the model's inference long side")
+    p.add_argument("--predict-arch", default="resnet10t",
+                   help="predict: timm architecture of the (untrained) model, e.g. resnext50_32x4d for the sheet")
     p.add_argument("--predict-scale", type=int, default=None,
                    help="predict: also run on this many x N images to split steady rate and start-up (default 4, quick 2)")
     p.add_argument("--memory-images", type=int, default=None, help="memory: N (default 64, quick 16); 10N is run too")
@@ -123,7 +125,8 @@ def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
         print(format_train(results["train"]))
     if "predict" in stages:
         results["predict"] = bench_predict(metadata, images_dir, long_side=args.predict_long_side, repeats=repeats,
-                                           device=args.device, scale=args.predict_scale or (2 if args.quick else 4))
+                                           device=args.device, scale=args.predict_scale or (2 if args.quick else 4),
+                                           arch=args.predict_arch)
         print(format_predict(results["predict"]))
     if "memory" in stages:
         results["memory"] = bench_memory(metadata, images_dir, images=args.memory_images or (16 if args.quick else 64),

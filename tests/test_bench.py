@@ -66,7 +66,10 @@ def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
     assert all(positive_finite(t["items_per_s"]) for t in result["timings"])
     assert positive_finite(result["ratio"]) and positive_finite(result["ratio_large"])
     assert result["same_sequences"] and result["max_abs_diff"] < 1e-5
-    assert "target >= 0.9" in format_predict(result)
+    assert "target >= 0.9" in format_predict(result) and "throughput sheet: a 7 M-image season" in format_predict(result)
+    rate = result["steady_images_per_s"]["platform"]
+    assert result["season_hours_per_actor"] == pytest.approx(7e6 / rate / 3600, nan_ok=True)
+    assert result["arch"] == "resnet10t"
     json.dumps(result)
 
 

@@ -96,7 +96,7 @@ def test_cluster_yaml_node_types_make_the_seed_recipe_autoscale_onto_gpus():
     assert {(t.name, t.cpus, t.gpus, t.max_count) for t in types} == {
         ("gpu", 48, 4, 2), ("gpu_score", 8, 1, 8), ("cpu", 16, 0, 4)}
     assert {t.name: t.custom for t in types}["gpu_score"] == {SCORING_RESOURCE: 1.0}
-    view = ClusterView(nodes=[NodeShape(cpus=0, gpus=0)], node_types=types, source="autoscaler (cluster.yaml)")
+    view = ClusterView(nodes=[NodeShape(cpus=0, gpus=0)], node_types=types, source="autoscaler")
     w = plan_workers(load_recipe("rx50_swsl"), view)
     assert (w.num_workers, w.use_gpu, w.must_autoscale) == (8, True, True)
     assert w.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
@@ -109,6 +109,9 @@ def test_cluster_yaml_node_types_make_the_seed_recipe_autoscale_onto_gpus():
     assert (actors.min_actors, actors.max_actors, actors.cpus) == (1, 4, 1.0)
     assert actors.remote_args() == {"num_cpus": 1.0, "num_gpus": 1, "resources": {SCORING_RESOURCE: 1.0}}
     assert not actors.hosts_up(view) and "on the scoring node type" in actors.describe()
+    # The line the README quotes.
+    assert ("model actors on GPU (auto: the autoscaler can add GPU nodes (up to 16 GPUs)): 2 model(s) x 1..4 actors"
+            in actors.describe())
 
 
 def test_scoring_actors_default_to_gpus_the_cluster_has_or_can_add():

@@ -86,6 +86,10 @@ def plain_predict(model_path: str, frame: pd.DataFrame, images_dir: str, batch_s
     return sub.clip(SUBMISSION_EPS, 1 - SUBMISSION_EPS).reset_index()
 
 
+#: Images of a Snapshot Serengeti-sized season, the unit of the README's throughput sheet.
+SEASON_IMAGES = 7_000_000
+
+
 def predictor_threads(use_gpu: bool) -> int:
     """Torch threads of the platform's one-model predictor actor (``infer.predict.score_images``)."""
     return plan_actors(cluster_view(), 1, use_gpu).threads
@@ -93,7 +97,7 @@ def predictor_threads(use_gpu: bool) -> int:
 
 def bench_predict(
     metadata: str, images_dir: str, model_path: str | None = None, long_side: int = 128, repeats: int = 3,
-    batch_size: int = 16, device: str = "cpu", rows_per_task: int = 64, scale: int = 4,
+    batch_size: int = 16, device: str = "cpu", rows_per_task: int = 64, scale: int = 4, arch: str = "resnet10t",
 ) -> dict[str, Any]:
     """Scoring images/s: :func:`camtrap.infer.predict.predict` vs :func:`plain_predict`, same model and images.
 
@@ -119,7 +123,7 @@ def bench_predict(
     n_images = len(read_metadata(metadata).frame)
     root = tempfile.mkdtemp(prefix="camtrap-bench-predict-")
     try:
-        model_path = model_path or untrained_model_file(os.path.join(root, "model", MODEL_FILE), long_side)
+        model_path = model_path or untrained_model_file(os.path.join(root, "model", MODEL_FILE), long_side, arch)
         threads = predictor_threads(use_gpu)
         small, large = replicated_inputs(metadata, images_dir, root, n_images, max(scale, 2))
         inputs = {"N": small, "xN": large}
@@ -171,6 +175,7 @@ def bench_predict(
         "images_large": n_large,
         "sequences": len(got),
         "long_side": long_side,
+        "arch": arch,
         "batch_size": batch_size,
         "torch_threads": threads,
         "repeats": repeats,
@@ -183,13 +188,14 @@ def bench_predict(
         "targets": {"ratio": TARGETS["predict"], "max_abs_diff": 1e-5},
         "same_sequences": same_rows,
         "max_abs_diff": diff,
+        "season_hours_per_actor": SEASON_IMAGES / platform_rate / 3600 if platform_rate > 0 else float("nan"),
     }
 
 
 def format_predict(result: dict[str, Any]) -> str:
     """The console summary of :func:`bench_predict`."""
     lines = [(f"predict ({result['device']}): {result['images']} and {result['images_large']} images, "
-              f"flip TTA at {result['long_side']} px, {result['torch_threads']} torch thread(s), "
+              f"{result['arch']} flip TTA at {result['long_side']} px, {result['torch_threads']} torch thread(s), "
               f"median of {result['repeats']} runs")]
     for t in result["timings"]:
         lines.append(f"  {t['name']:<34} {t['items_per_s']:7.1f} img/s  ({t['median_s']:.2f} s)")
@@ -200,5 +206,7 @@ def format_predict(result: dict[str, Any]) -> str:
                  f"{result['images_large']}, {result['ratio_steady']:.2f}x steady (target >= {result['targets']['ratio']})")
     lines.append(f"  submissions: same sequences {result['same_sequences']}, max abs diff {result['max_abs_diff']:.2e} "
                  f"(must be < {result['targets']['max_abs_diff']:g})")
+    lines.append(f"  throughput sheet: a {SEASON_IMAGES / 1e6:g} M-image season at the steady rate takes "
+                 f"{result['season_hours_per_actor']:.1f} actor-hours for this one model (README: Offline scoring)")
     return "\n".join(lines)
 
