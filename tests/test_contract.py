@@ -162,3 +162,32 @@ def test_coverage_reports_both_directions(tmp_path):
 def test_normalize_file_name_keeps_inner_dotdot():
     assert normalize_file_name("S1/B04/../B05/x.JPG") == "S1/B05/x.JPG"
     assert normalize_file_name("S1\\B04\\x.JPG") == "S1/B04/x.JPG"
+
+
+def test_a_row_with_an_unquoted_comma_is_rejected_with_its_line_and_shifts_nothing(tmp_path):
+    """Pandas took the leading fields of such a row as an index: seq_id 'S1/a', file_name 'b.jpg'."""
+    p = write(tmp_path / "m.csv", "seq_id,file_name\nSEQ1,S1/a,b.jpg\nSEQ2,S1/c.jpg\n\nSEQ3,S1/d.jpg,\nSEQ4\n")
+    md = read_metadata(p)
+    assert list(md.frame["seq_id"]) == ["SEQ2", "SEQ3"] and list(md.frame["file_name"]) == ["S1/c.jpg", "S1/d.jpg"]
+    assert list(md.frame["line"]) == [3, 5]  # the blank line 4 is skipped, lines stay the editor's
+    assert [(i.line, i.reason.split(" (")[0]) for i in md.rejected] == [
+        (2, "has 3 fields where the header has 2"), (6, "has 1 fields where the header has 2")]
+    assert str(md.rejected[0]).startswith(f"{p}:2: has 3 fields")
+
+
+def test_spreadsheet_trailing_commas_are_tolerated_on_every_row(tmp_path):
+    p = write(tmp_path / "m.csv", "seq_id,file_name,\nA,x.jpg,\nB,y.jpg,,\n,,\n")
+    md = read_metadata(p)
+    assert list(md.frame["file_name"]) == ["x.jpg", "y.jpg"] and md.rejected == []
+    labels = write(tmp_path / "l.csv", labels_csv([("A", {"zebra": 1})]).replace("\n", ",\n"))
+    assert list(read_labels(labels).frame["seq_id"]) == ["A"]
+
+
+def test_labels_with_a_shifted_row_reject_that_row_only(tmp_path):
+    text = labels_csv([("A", {"zebra": 1}), ("B", {})]).splitlines()
+    text[1] = "A,extra," + text[1].split(",", 1)[1]
+    p = write(tmp_path / "l.csv", "\n".join(text) + "\n")
+    labels = read_labels(p)
+    assert list(labels.frame["seq_id"]) == ["B"] and [i.line for i in labels.rejected] == [2]
+    with pytest.raises(ContractError, match=r"l.csv:2: has 56 fields where the header has 55"):
+        read_labels(p, strict=True)

@@ -185,3 +185,16 @@ def test_prior_baseline_from_a_model_file(tmp_path):
     p = np.broadcast_to([0.25, 0.75], y.shape)
     expected = float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
     assert prior_baseline(str(model), str(labels)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_submission_row_with_a_field_too_many_is_named_by_line(case):
+    tmp_path, seq_ids, _, p, labels = case
+    lines = write(tmp_path, "ok.csv", seq_ids, p).read_text().splitlines()
+    width = len(CLASSES) + 1
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("\n".join([*lines[:3], lines[3].replace(",", ",0.5,", 1), *lines[4:]]) + "\n")
+    with pytest.raises(ContractError, match=rf"shifted.csv:4: has {width + 1} fields where the header has {width}"):
+        evaluate_submission(shifted, labels)
+    trailing = tmp_path / "trailing.csv"  # a spreadsheet export: a comma ends every row
+    trailing.write_text("".join(line + ",\n" for line in lines))
+    assert evaluate_submission(trailing, labels).loss == evaluate_submission(tmp_path / "ok.csv", labels).loss

@@ -159,6 +159,20 @@ def test_a_link_out_of_the_images_folder_is_a_rejected_row_unless_links_are_foll
     assert prepare_one("link.jpg", str(images), str(tmp_path / "out2"), settings)["status"] == "ok"
 
 
+def test_prepare_rejects_a_shifted_row_by_line_and_prepares_the_rest(ray_session, real_dir, tmp_path, capsys):
+    """An unquoted comma in the first data row: pandas read 'S1/a' as its seq_id and 'b.jpg' as its file."""
+    meta = tmp_path / "meta.csv"
+    meta.write_text(f"seq_id,file_name,\nSEQ1,S1/a,b.jpg,\nzebra,{FRAMES['zebra']},\ntutorial,{FRAMES['tutorial']},\n")
+    out = tmp_path / "prepared"
+    code = load_job("prepare").main(["--metadata", str(meta), "--images-dir", str(real_dir), "--out", str(out),
+                                     "--long-side", "64"])
+    assert code == 0, capsys.readouterr().err
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("line")
+    assert manifest.loc[2, "status"] == "error" and "has 3 fields where the header has 2" in manifest.loc[2, "error"]
+    assert list(manifest.loc[[3, 4], "seq_id"]) == ["zebra", "tutorial"]
+    assert list(manifest.loc[[3, 4], "status"]) == ["ok", "ok"]  # the trailing commas cost nothing
+
+
 def test_a_file_name_with_an_fsspec_chain_is_a_rejected_row():
     from camtrap.data.contract import normalize_file_name
 

@@ -21,6 +21,8 @@ Line numbers are those a text editor shows: the header is line 1, the first data
 
 from __future__ import annotations
 
+import csv
+import io
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from camtrap.data import storage
 from camtrap.data.classes import COMPETITION_CLASSES, DATETIME, FILE_NAME, SEQ_ID, classes_from_header
 from camtrap.errors import InputError
 
@@ -121,26 +124,83 @@ class Labels:
         return indexed.loc[list(seq_ids), list(self.classes)].to_numpy(dtype="float32")
 
 
-def read_csv_file(path: str, text: bool = True) -> pd.DataFrame:
-    """Read a CSV (path or URI); ``ContractError`` naming the file if missing, empty or unreadable.
-
-    ``text=True`` keeps every cell a string, so validation sees the file exactly as written;
-    ``text=False`` lets pandas parse numbers (for tables this package wrote itself).
-    """
-    kwargs = {"dtype": str, "keep_default_na": False, "na_filter": False} if text else {}
+def read_csv_file(path: str) -> pd.DataFrame:
+    """Read a CSV this package wrote (numbers parsed); ``ContractError`` naming the file if missing, empty
+    or unreadable. A user's table goes through :func:`read_text_csv`, which checks every row."""
     try:
-        df = pd.read_csv(path, **kwargs)
+        return pd.read_csv(path, index_col=False)
     except FileNotFoundError:
         raise ContractError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
         raise ContractError(f"{path}: file is empty (no header)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ContractError(f"{path}: not a readable CSV ({e})") from None
-    dupes = [c for c in df.columns if re.fullmatch(r".+\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in df.columns]
-    if dupes:
-        raise ContractError(f"{path}: column '{dupes[0].rsplit('.', 1)[0]}' appears more than once in the header")
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+
+
+def _header(path: str, record: list[str]) -> list[str]:
+    """Column names of a header row: stripped, trailing empty ones (a spreadsheet's trailing commas) dropped,
+    others unnamed by position; a name listed twice is a file-level error."""
+    names = [c.strip() for c in record]
+    while names and not names[-1]:
+        names.pop()
+    names = [n or f"Unnamed: {i}" for i, n in enumerate(names)]
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise ContractError(f"{path}: column '{n}' appears more than once in the header")
+        seen.add(n)
+    return names
+
+
+def read_text_csv(path: str) -> tuple[pd.DataFrame, list[RowIssue]]:
+    """A user's CSV (path or URI) exactly as written: every cell a string, each row indexed by its line.
+
+    Pandas would take the leading fields of a row with one field too many as an index (an unquoted comma
+    in a file name shifts ``seq_id`` and ``file_name`` silently). Here each row must have the header's
+    number of fields: trailing empty fields (spreadsheet exports end every row with commas) are dropped,
+    and any other row with too many or too few fields is returned as a :class:`RowIssue` with its line,
+    never guessed at. Blank lines are skipped. File-level problems raise :class:`ContractError`.
+    """
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError:
+        raise ContractError(f"{path}: file not found") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise ContractError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ContractError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    bad: list[RowIssue] = []
+    line = 0
+    try:
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not any(c.strip() for c in record):
+                continue  # a blank line, or a spreadsheet's row of empty cells
+            if header is None:
+                header = _header(path, record)
+                continue
+            width = len(header)
+            while len(record) > width and not record[-1].strip():
+                record = record[:-1]  # a trailing comma (spreadsheet export) is no field
+            if len(record) != width:
+                bad.append(RowIssue(path, start, None, f"has {len(record)} fields where the header has {width} "
+                                    "(an unquoted comma in a value, or a missing field); row not used"))
+                continue
+            rows.append(record)
+            lines.append(start)
+    except csv.Error as e:
+        raise ContractError(f"{path}:{reader.line_num}: not a readable CSV ({e})") from None
+    if header is None:
+        raise ContractError(f"{path}: file is empty (no header)")
+    frame = pd.DataFrame.from_records(rows, columns=header) if rows else pd.DataFrame(columns=header, dtype=str)
+    frame.index = pd.Index(lines, name=LINE, dtype="int64")
+    return frame, bad
 
 
 def normalize_file_name(file_name: str) -> str:
@@ -182,19 +242,19 @@ def read_metadata(paths: str | Sequence[str], strict: bool = False) -> Metadata:
     first_seen: dict[str, tuple[str, int]] = {}
     for path in paths:
         path = str(path)
-        df = read_csv_file(path)
+        df, bad_rows = read_text_csv(path)
+        rejected.extend(bad_rows)
         missing = [c for c in (SEQ_ID, FILE_NAME) if c not in df.columns]
         if missing:
             raise ContractError(
                 f"{path}: missing required column(s) {missing}; expected '{SEQ_ID},{FILE_NAME}[,{DATETIME}]', "
                 f"found {list(df.columns)}"
             )
-        if df.empty:
+        if df.empty and not bad_rows:
             raise ContractError(f"{path}: no data rows (header only)")
         keep_cols = [SEQ_ID, FILE_NAME] + ([DATETIME] if DATETIME in df.columns else [])
         rows = []
-        for offset, (seq_id, file_name, *rest) in enumerate(df[keep_cols].itertuples(index=False, name=None)):
-            line = offset + 2
+        for line, seq_id, file_name, *rest in df[keep_cols].itertuples(index=True, name=None):
             seq_id = seq_id.strip()
             issue = None
             if not seq_id:
@@ -242,7 +302,7 @@ def read_labels(
     file-level error. Duplicate seq_ids and cells other than 0/1 reject the row.
     """
     path = str(path)
-    df = read_csv_file(path)
+    df, rejected = read_text_csv(path)
     try:
         header_classes = classes_from_header(list(df.columns))
     except ValueError as e:
@@ -260,7 +320,7 @@ def read_labels(
             problems.append(f"unknown class column(s) {unknown}")
         if problems:
             raise ContractError(f"{path}: " + "; ".join(problems) + f" (expected {len(classes)} classes)")
-    if df.empty:
+    if df.empty and not rejected:
         raise ContractError(f"{path}: no data rows (header only)")
 
     values = df[list(classes)].apply(lambda s: s.str.strip())
@@ -268,12 +328,10 @@ def read_labels(
     is_zero = values.isin(_FALSE)
     bad_cell = ~(is_one | is_zero)
     seq_ids = df[SEQ_ID].str.strip()
-    rejected: list[RowIssue] = []
     keep = pd.Series(True, index=df.index)
     first_line: dict[str, int] = {}
     bad_rows = bad_cell.any(axis=1).to_numpy()
-    for i, seq_id in enumerate(seq_ids):
-        line = i + 2
+    for i, (line, seq_id) in enumerate(seq_ids.items()):
         if not seq_id:
             rejected.append(RowIssue(path, line, SEQ_ID, "seq_id is empty"))
             keep.iloc[i] = False

@@ -45,7 +45,7 @@ CURVES_ROW_HEIGHT_IN = 3.2
 
 def _read_metrics_csv(path: str) -> pd.DataFrame:
     """One ``metrics.csv``, its curve columns numeric; a :class:`ContractError` names the line and column."""
-    frame = read_csv_file(path, text=False)
+    frame = read_csv_file(path)
     missing = [c for c in CURVE_COLUMNS if c not in frame.columns]
     if missing:
         raise ContractError(

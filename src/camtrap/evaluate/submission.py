@@ -29,7 +29,7 @@ import pandas as pd
 
 from camtrap.data import storage
 from camtrap.data.classes import SEQ_ID
-from camtrap.data.contract import ContractError, read_csv_file, read_labels
+from camtrap.data.contract import ContractError, read_labels, read_text_csv
 from camtrap.metrics import EPS, competition_loss, per_class_loss
 
 #: How many offending seq_ids or cells an error message lists before "... and N more".
@@ -134,15 +134,15 @@ def _check_seq_ids(path: str, seq_ids: pd.Series, expected: Sequence[str], label
     problems = []
     empty = np.flatnonzero((seq_ids == "").to_numpy())
     if len(empty):
-        lines = [str(i + 2) for i in empty]
+        lines = [str(seq_ids.index[i]) for i in empty]
         problems.append(
             f"{len(empty)} row(s) with an empty seq_id, at line(s) {', '.join(lines[:MAX_LISTED])}"
         )
     dup_mask = seq_ids.duplicated(keep="first").to_numpy() & (seq_ids != "").to_numpy()
     if dup_mask.any():
-        first_line = {s: i + 2 for i, s in reversed(list(enumerate(seq_ids)))}
+        first_line = {s: line for line, s in reversed(list(seq_ids.items()))}
         dups = [
-            f"'{seq_ids.iloc[i]}' at line {i + 2} (first at line {first_line[seq_ids.iloc[i]]})"
+            f"'{seq_ids.iloc[i]}' at line {seq_ids.index[i]} (first at line {first_line[seq_ids.iloc[i]]})"
             for i in np.flatnonzero(dup_mask)
         ]
         more = len(dups) - MAX_LISTED
@@ -183,7 +183,7 @@ def _parse_probabilities(path: str, frame: pd.DataFrame, classes: Sequence[str])
         else:
             why = "is outside [0, 1]"
         shown.append(
-            f"  {path}:{r + 2}: column '{classes[c]}': value {text!r} {why} (seq_id '{frame[SEQ_ID].iat[r]}')"
+            f"  {path}:{frame.index[r]}: column '{classes[c]}': value {text!r} {why} (seq_id '{frame[SEQ_ID].iat[r]}')"
         )
     more = len(rows) - len(shown)
     if more > 0:
@@ -204,7 +204,9 @@ def evaluate_submission(submission_path: str, labels_path: str) -> EvaluationRes
     submission_path, labels_path = str(submission_path), str(labels_path)
     labels = read_labels(labels_path, classes=None, strict=True)
     classes = labels.classes
-    sub = read_csv_file(submission_path)
+    sub, bad_rows = read_text_csv(submission_path)
+    if bad_rows:
+        raise ContractError(bad_rows)
     _check_columns(submission_path, list(sub.columns), classes, labels_path)
     if sub.empty:
         raise ContractError(f"{submission_path}: no data rows (header only)")

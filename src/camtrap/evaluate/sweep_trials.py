@@ -150,7 +150,7 @@ def _read_trial_history(exp_dir: str, trial: str, files: dict[str, int], metric:
     """The epochs of one trial folder: ``progress.csv``, else ``result.json``, else none yet."""
     if files.get(PROGRESS_FILE):
         path = storage.join(exp_dir, trial, PROGRESS_FILE)
-        return _history(read_csv_file(path, text=False), metric, path)
+        return _history(read_csv_file(path), metric, path)
     if files.get(RESULT_FILE):
         path = storage.join(exp_dir, trial, RESULT_FILE)
         return _history(pd.DataFrame(_json_lines(path)), metric, path)
@@ -220,7 +220,7 @@ def _live_trials(exp_dir: str, files: dict[str, dict[str, int]], metric: str, mo
 
 def _read_results(path: str) -> tuple[pd.DataFrame, str, list[str]]:
     """``results.csv`` checked: the table, its metric (from ``best_<metric>``) and the parameters."""
-    frame = read_csv_file(path, text=False)
+    frame = read_csv_file(path)
     missing = [c for c in RESULTS_COLUMNS if c not in frame.columns]
     best = [c for c in frame.columns if c.startswith(BEST_PREFIX)]
     if missing or len(best) != 1:

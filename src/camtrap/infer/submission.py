@@ -15,6 +15,7 @@ import pandas as pd
 
 from camtrap.data import storage
 from camtrap.data.classes import EMPTY, SEQ_ID
+from camtrap.data.contract import ContractError, read_text_csv
 from camtrap.data.frames import ERROR
 from camtrap.errors import InputError
 from camtrap.infer.predictor import prob_column
@@ -70,10 +71,14 @@ def submission_order(path: str, seq_order: Sequence[str], classes: Sequence[str]
     Its class columns must be the model's (in any order) and its seq_ids must be in the metadata;
     sequences of the metadata that it lacks follow its rows.
     """
-    fmt = pd.read_csv(path, dtype={SEQ_ID: str}, index_col=False)
+    fmt, bad_rows = read_text_csv(path)
+    if bad_rows:
+        raise ContractError(bad_rows)
+    if SEQ_ID not in fmt.columns:
+        raise InputError(f"{path}: no '{SEQ_ID}' column; a submission format is '{SEQ_ID}' and the class columns")
     duplicated = fmt[SEQ_ID][fmt[SEQ_ID].duplicated()]
     if len(duplicated):
-        lines = [int(i) + 2 for i in duplicated.index[:5]]
+        lines = [int(i) for i in duplicated.index[:5]]
         raise InputError(f"{path}: seq_id listed twice: {sorted(set(duplicated))[:5]} (lines {lines}); a "
                          "submission has one row per sequence")
     fmt_cols = [c for c in fmt.columns if c != SEQ_ID]
