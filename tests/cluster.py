@@ -103,6 +103,8 @@ class SimulatedCluster:
     #: Worker node types of Ray's fake autoscaler (``available_node_types`` entries); None: no autoscaler.
     autoscaling: dict | None = None
     idle_timeout_minutes: float = 0.1
+    #: Where the head's Ray starts, and so where a job submitted without --working-dir runs.
+    cwd: str | None = None
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="rays", dir="/tmp"))
     nodes: list[Node] = field(default_factory=list)
     head: subprocess.Popen | None = None
@@ -136,7 +138,7 @@ class SimulatedCluster:
              f"--port={port}", f"--ray-client-server-port={free_port()}", *autoscaler,
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
              "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *self._node_ports()],
-            env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.cwd,
         )
         self._wait(lambda: self._dashboard_up(), "the head")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from cluster import BIN, SimulatedCluster
 
+from camtrap.data.classes import COMPETITION_CLASSES
 from camtrap.data.prepare import PrepareSettings, prepare_one
 from camtrap.demo import SMALL_SIZES, make_demo_dataset
 
@@ -18,11 +20,12 @@ pytestmark = pytest.mark.timeout(600)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
-    """A throwaway single-node cluster with 2 CPUs (tests/cluster.py: its own ports and temp dir, stopped
-    by killing its process group; ``ray stop`` would also stop the test session's in-process Ray)."""
-    head = SimulatedCluster(env={}, head_cpus=2).start()
+    """A throwaway single-node cluster with 2 CPUs, started in this checkout as cluster.yaml starts its head
+    in the synced one (tests/cluster.py: its own ports and temp dir, stopped by killing its process group;
+    ``ray stop`` would also stop the test session's in-process Ray)."""
+    head = SimulatedCluster(env={}, head_cpus=2, cwd=str(REPO)).start()
     try:
         yield head.dashboard, head.env
     finally:
@@ -50,3 +53,18 @@ def test_train_job_submit_on_local_cluster(head_node, tmp_path):
     assert "stage s64: best val_loss" in log
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert state["inference_long_side"] == 64 and len(state["classes"]) == 54
+
+
+def test_a_job_submitted_without_working_dir_runs_the_checkout_the_head_started_in(head_node, tmp_path):
+    """cluster.yaml's documented short form: `ray job submit -- python ray_jobs/<job>.py ...`."""
+    address, env = head_node
+    labels = pd.DataFrame(0, index=pd.Index(["a", "b"], name="seq_id"), columns=list(COMPETITION_CLASSES))
+    labels["empty"] = 1
+    labels.reset_index().to_csv(tmp_path / "labels.csv", index=False)
+    (labels * 0 + 0.5).reset_index().to_csv(tmp_path / "submission.csv", index=False)
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--", "python", "ray_jobs/evaluate.py",
+           "--submission", str(tmp_path / "submission.csv"), "--labels", str(tmp_path / "labels.csv")]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    value = next(line for line in run.stdout.splitlines() if line.startswith("mean_binary_log_loss="))
+    assert math.isclose(float(value.split("=")[1]), math.log(2), rel_tol=1e-12)  # every cell at 0.5 costs log 2

@@ -3,7 +3,9 @@ submission formats each end as one error line (exit 2) with no data lost or chan
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -198,3 +200,66 @@ def test_prepare_flags_out_of_range_are_refused_by_the_parser(flag, value, reaso
     with pytest.raises(SystemExit) as info:
         load_job("prepare").parse_args(["--metadata", "m.csv", "--images-dir", "i", "--out", "o", flag, value])
     assert info.value.code == 2 and reason in capsys.readouterr().err
+
+
+def test_a_damaged_resume_part_is_set_aside_and_its_rows_redone(tmp_path, capsys):
+    from camtrap.data.resume import PartLog
+
+    log = PartLog(str(tmp_path / "state"), key="file_name", columns=["file_name", "status"])
+    log.append(pd.DataFrame({"file_name": ["a.jpg", "b.jpg"], "status": ["ok", "ok"]}))
+    log.flush()
+    log.append(pd.DataFrame({"file_name": ["c.jpg"], "status": ["ok"]}))
+    log.flush()
+    first, second = sorted((tmp_path / "state").glob("part-*.parquet"))
+    second.write_bytes(second.read_bytes()[:40])  # a copy cut short
+    assert list(log.read()["file_name"]) == ["a.jpg", "b.jpg"]  # c.jpg is simply not done any more
+    assert "damaged resume part" in capsys.readouterr().err and not second.exists()
+    assert (tmp_path / "state" / f"{second.name}.damaged").exists() and first.exists()
+
+
+def test_a_damaged_settings_file_is_refused_naming_it_and_overwrite_recovers(tmp_path):
+    from camtrap.data.resume import PartLog
+
+    log = PartLog(str(tmp_path / "work"), key="file_name", columns=["file_name"])
+    log.pin_settings({"long_side": 512}, overwrite=False)
+    (tmp_path / "work" / "settings.json").write_bytes(b'{"long_side": 5')
+    with pytest.raises(InputError, match=r"settings.json: damaged .*rerun with --overwrite"):
+        log.pin_settings({"long_side": 512}, overwrite=False)
+    log.pin_settings({"long_side": 512}, overwrite=True)
+    log.pin_settings({"long_side": 512}, overwrite=False)
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
+def test_a_read_only_or_full_output_is_one_error_line_not_a_traceback(code, capsys):
+    from camtrap.errors import exits_on_input_error
+
+    @exits_on_input_error
+    def main() -> int:
+        raise OSError(code, os.strerror(code), "/data/out/manifest.parquet")
+
+    assert main() == 2
+    assert capsys.readouterr().err.startswith(f"error: /data/out/manifest.parquet: {os.strerror(code)}; fix that")
+
+    @exits_on_input_error
+    def bug() -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor")  # not the user's to fix: keeps its traceback
+
+    with pytest.raises(OSError):
+        bug()
+
+
+def test_prepare_redoes_a_truncated_output_instead_of_trusting_it(ray_session, real_dir, tmp_path, capsys):
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"seq_id": list(FRAMES), "file_name": list(FRAMES.values())}).to_csv(meta, index=False)
+    out = tmp_path / "prepared"
+    argv = ["--metadata", str(meta), "--images-dir", str(real_dir), "--out", str(out), "--long-side", "64"]
+    assert load_job("prepare").main(argv) == 0
+    before = _hashes(out / "images")
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("file_name")
+    zebra = out / FRAMES["zebra"]
+    assert manifest.loc[FRAMES["zebra"], "sha256"] == hashlib.sha256(zebra.read_bytes()).hexdigest()
+    zebra.write_bytes(zebra.read_bytes()[:100])  # a disk error, or a copy cut short
+    capsys.readouterr()
+    assert load_job("prepare").main(argv) == 0
+    assert "1 outputs were missing or truncated and were prepared again" in capsys.readouterr().out
+    assert _hashes(out / "images") == before

@@ -6,8 +6,10 @@ Design, from what costs time on Ray here (see ``shared/reference/ray-2.60-notes.
   only a small table of metadata. Pixels never travel through the object store, and the work per task
   (tens of images) dwarfs Ray's per-task overhead.
 * Every result row is appended to ``OUT/_prepare_state/part-*.parquet`` by the driver as blocks finish,
-  and every output JPEG is written atomically. A killed job therefore resumes by skipping files that
-  have an ``ok`` record *and* an output file; everything else is redone. The output bytes depend only on
+  and every output JPEG is written atomically. Each ``ok`` record holds its output's size and SHA-256.
+  A killed job therefore resumes by skipping files that have an ``ok`` record *and* an output file of
+  the recorded size (one listing of ``OUT``); everything else, a truncated or deleted output included,
+  is redone. The output bytes depend only on
   the input file and the settings, never on the number of workers or the order of blocks.
 * ``OUT/manifest.parquet`` (and ``manifest.csv``) holds exactly one row per input metadata row,
   including rows rejected by the contract (bad ``file_name``, duplicates) and files that failed to
@@ -16,6 +18,7 @@ Design, from what costs time on Ray here (see ``shared/reference/ray-2.60-notes.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -46,9 +49,13 @@ STATUS = "status"
 ERROR = "error"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+#: The output JPEG's size in bytes (-1 without one) and its SHA-256 hex digest ("" without one).
+BYTES = "bytes"
+SHA256 = "sha256"
 
-RESULT_COLUMNS = [FILE_NAME, SEQ_ID, "orig_width", "orig_height", "width", "height", STATUS, ERROR]
-MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height", "width", "height", STATUS, ERROR]
+RESULT_COLUMNS = [FILE_NAME, SEQ_ID, "orig_width", "orig_height", "width", "height", BYTES, SHA256, STATUS, ERROR]
+MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height", "width", "height", BYTES, SHA256,
+                    STATUS, ERROR]
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class PrepareSummary:
     processed: int
     skipped: int
     retried: int  # of ``processed``: files that had failed on an earlier run
+    redone: int  # of ``processed``: files done before whose output was missing or not the recorded size
     seconds: float
     out_dir: str
     manifest: str
@@ -80,6 +88,7 @@ class PrepareSummary:
             f"prepare: {self.input_rows} input rows -> {self.ok} ok, {self.errors} errors "
             f"({self.processed} processed this run at {rate:.1f} img/s, {self.skipped} already done) "
             f"in {self.seconds:.1f}s; manifest: {self.manifest}"
+            + (f"; {self.redone} outputs were missing or truncated and were prepared again" if self.redone else "")
         )
 
 
@@ -88,7 +97,8 @@ def prepare_one(file_name: str, images_dir: str, out_dir: str, settings: Prepare
 
     This is the unit of work of the Ray job and of the benchmark's plain baselines alike.
     """
-    record = {FILE_NAME: file_name, "orig_width": -1, "orig_height": -1, "width": -1, "height": -1}
+    record = {FILE_NAME: file_name, "orig_width": -1, "orig_height": -1, "width": -1, "height": -1, BYTES: -1,
+              SHA256: ""}
     src = storage.join(images_dir, file_name)
     try:
         try:
@@ -98,11 +108,13 @@ def prepare_one(file_name: str, images_dir: str, out_dir: str, settings: Prepare
         except IsADirectoryError:
             raise ImageDecodeError(f"is a directory, not an image: {src}") from None
         img, (ow, oh) = load_resized(data, settings.long_side, max_pixels=settings.max_pixels)
-        storage.write_bytes_atomic(storage.join(out_dir, file_name), encode_jpeg(img, settings.quality))
+        encoded = encode_jpeg(img, settings.quality)
+        storage.write_bytes_atomic(storage.join(out_dir, file_name), encoded)
     except (ImageDecodeError, OSError) as e:
         record.update(status=STATUS_ERROR, error=f"{file_name}: {e}")
         return record
     record.update(orig_width=ow, orig_height=oh, width=img.width, height=img.height, status=STATUS_OK, error="")
+    record.update({BYTES: len(encoded), SHA256: hashlib.sha256(encoded).hexdigest()})
     return record
 
 
@@ -114,13 +126,13 @@ def prepare_block(batch: pd.DataFrame, images_dir: str, out_dir: str, settings: 
     return out[RESULT_COLUMNS]
 
 
-def _existing_outputs(out_dir: str) -> set[str]:
-    """Relative paths of every file already under ``out_dir`` (one listing, not one call per file)."""
+def _existing_outputs(out_dir: str) -> dict[str, int]:
+    """Size of every file already under ``out_dir`` by relative path (one listing, not one call per file)."""
     fs, inner = storage.get_fs(out_dir)
     if not fs.exists(inner):
-        return set()
+        return {}
     root = inner.rstrip("/") + "/"
-    return {p.removeprefix(root) for p in fs.find(inner)}
+    return {p.removeprefix(root): int(info.get("size") or 0) for p, info in fs.find(inner, detail=True).items()}
 
 
 def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
@@ -142,11 +154,12 @@ def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
         columns=[FILE_NAME, SEQ_ID, SOURCE, LINE, STATUS, ERROR],
     )
     manifest = pd.concat([valid, rejected], ignore_index=True)
-    for col in ("orig_width", "orig_height", "width", "height"):
+    for col in ("orig_width", "orig_height", "width", "height", BYTES):
         manifest[col] = manifest[col].fillna(-1).astype("int64")
     manifest[LINE] = manifest[LINE].astype("int64")
     manifest[ERROR] = manifest[ERROR].fillna("")
-    for col in (FILE_NAME, SEQ_ID, SOURCE, STATUS, ERROR):
+    manifest[SHA256] = manifest[SHA256].fillna("")
+    for col in (FILE_NAME, SEQ_ID, SOURCE, STATUS, ERROR, SHA256):
         manifest[col] = manifest[col].astype(str)
     order = {s: i for i, s in enumerate(metadata.sources)}
     manifest["_src"] = manifest[SOURCE].map(order)
@@ -189,9 +202,12 @@ def prepare_images(
     logged = log.read()
     failed_before = set(logged.loc[logged[STATUS] != STATUS_OK, FILE_NAME])
     done = logged[logged[STATUS] == STATUS_OK]
+    recorded_ok = set(done[FILE_NAME])
     if len(done):
         present = _existing_outputs(out_dir)
-        done = done[done[FILE_NAME].isin(present)]
+        on_disk = done[FILE_NAME].map(present)
+        # Records written before sizes were kept (NaN) cannot vouch for their file: redo those too.
+        done = done[on_disk.notna() & (on_disk == pd.to_numeric(done[BYTES], errors="coerce"))]
     todo = metadata.frame.loc[~metadata.frame[FILE_NAME].isin(set(done[FILE_NAME])), [FILE_NAME, SEQ_ID]]
 
     if len(todo):
@@ -226,6 +242,7 @@ def prepare_images(
         errors=len(manifest) - ok,
         processed=len(todo),
         retried=int(todo[FILE_NAME].isin(failed_before).sum()),
+        redone=int(todo[FILE_NAME].isin(recorded_ok).sum()),
         skipped=len(metadata.frame) - len(todo),
         seconds=time.perf_counter() - start,
         out_dir=out_dir,

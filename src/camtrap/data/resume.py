@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -48,7 +49,13 @@ class PartLog:
             for part in self._parts():
                 fs.rm(part)
         elif storage.exists(path):
-            old = json.loads(storage.read_bytes(path))
+            try:
+                old = json.loads(storage.read_bytes(path))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise InputError(
+                    f"{path}: damaged ({e}); it records the settings the results beside it were made with, so "
+                    "they cannot be trusted: rerun with --overwrite to redo them, or choose another output"
+                ) from None
             if old != json.loads(json.dumps(settings)):
                 raise InputError(
                     f"{path}: {what} was made with {old}, not {settings}; "
@@ -57,12 +64,31 @@ class PartLog:
         storage.write_bytes_atomic(path, json.dumps(settings, sort_keys=True).encode())
 
     def read(self) -> pd.DataFrame:
-        parts = self._parts()
-        if not parts:
+        frames = [f for f in (self._read_part(storage.join(self.dir, os.path.basename(p))) for p in self._parts())
+                  if f is not None]
+        if not frames:
             return pd.DataFrame(columns=self.columns)
-        frames = [pd.read_parquet(storage.join(self.dir, os.path.basename(p))) for p in parts]
         # Later records win: a file that failed once and succeeded on a rerun counts as done.
         return pd.concat(frames, ignore_index=True).drop_duplicates(self.key, keep="last")
+
+    def _read_part(self, path: str) -> pd.DataFrame | None:
+        """One part, or None for a damaged one: set aside as ``<name>.damaged``, its rows are simply redone.
+
+        Parts are written whole (temporary name, then rename), so damage comes from outside (a disk error,
+        a copy cut short, a hand edit). Losing a part loses no input, only finished work.
+        """
+        try:
+            frame = pd.read_parquet(path)
+            missing = [c for c in self.columns if c not in frame.columns]
+            if missing or self.key not in frame.columns:
+                raise ValueError(f"missing column(s) {missing or [self.key]}")
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+            fs, inner = storage.get_fs(path)
+            fs.mv(inner, inner + ".damaged")
+            print(f"warning: {path}: damaged resume part ({e}); set aside as {os.path.basename(path)}.damaged, "
+                  "its rows will be done again", file=sys.stderr, flush=True)
+            return None
+        return frame
 
     def append(self, records: pd.DataFrame, flush_rows: int = 2048, flush_seconds: float | None = None) -> None:
         self._buffer.append(records)
