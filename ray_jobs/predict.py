@@ -43,12 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 @exits_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    init_ray(args.address)
     summary, _ = predict(
         args.model, args.metadata, args.images_dir, args.out,
         submission_format=args.submission_format, work_dir=args.work_dir, how=args.aggregate,
         batch_size=args.batch_size, use_gpu=args.use_gpu, actors_per_model=args.actors_per_model,
-        rows_per_task=args.rows_per_task, overwrite=args.overwrite,
+        rows_per_task=args.rows_per_task, overwrite=args.overwrite, connect=lambda: init_ray(args.address),
     )
     if summary.processed == 0:
         print("predict: nothing to score, every image is already scored; the submission was rewritten from "

@@ -40,10 +40,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.follow_links:  # read by the Ray tasks too: workers inherit the driver's environment
         os.environ[storage.FOLLOW_LINKS_ENV] = "1"
-    init_ray(args.address)
     settings = PrepareSettings(long_side=args.long_side, quality=args.quality, max_pixels=args.max_pixels)
     summary, manifest = prepare_images(
-        args.metadata, args.images_dir, args.out, settings, overwrite=args.overwrite, rows_per_task=args.rows_per_task
+        args.metadata, args.images_dir, args.out, settings, overwrite=args.overwrite, rows_per_task=args.rows_per_task,
+        connect=lambda: init_ray(args.address),
     )
     errors = manifest[manifest[STATUS] != STATUS_OK]
     for msg in errors[ERROR].head(10):

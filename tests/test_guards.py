@@ -263,3 +263,18 @@ def test_prepare_redoes_a_truncated_output_instead_of_trusting_it(ray_session, r
     assert load_job("prepare").main(argv) == 0
     assert "1 outputs were missing or truncated and were prepared again" in capsys.readouterr().out
     assert _hashes(out / "images") == before
+
+
+def test_inputs_are_checked_before_ray_is_asked_for_and_a_finished_rerun_needs_none(ray_session, scoring, real_dir,
+                                                                                     monkeypatch, capsys):
+    root, model = scoring
+    job, calls = load_job("predict"), []
+    monkeypatch.setattr(job, "init_ray", lambda *a, **k: calls.append(a))  # the session's Ray does the work
+    fmt = pd.DataFrame(0.0, index=pd.Index(list(FRAMES), name="seq_id"), columns=["zebra", "lion"]).reset_index()
+    fmt.to_csv(root / "typo_format.csv", index=False)
+    argv = _predict(root, model, real_dir, "--work-dir", str(root / "connect_work"))
+    assert job.main([*argv, "--submission-format", str(root / "typo_format.csv")]) == 2
+    assert "class columns differ" in capsys.readouterr().err and calls == []  # refused before Ray
+    assert job.main(argv) == 0 and len(calls) == 1
+    assert job.main(argv) == 0 and len(calls) == 1  # nothing left to score: no Ray at all
+    assert "nothing to score" in capsys.readouterr().out

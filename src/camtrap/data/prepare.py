@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -183,11 +183,13 @@ def prepare_images(
     settings: PrepareSettings = PrepareSettings(),
     overwrite: bool = False,
     rows_per_task: int = 32,
+    connect: Callable[[], object] | None = None,
 ) -> tuple[PrepareSummary, pd.DataFrame]:
     """Run the preparation job on the current Ray cluster; returns the summary and the manifest.
 
-    Ray must be initialised by the caller (``camtrap.runtime.init_ray``), or Ray Data starts a local
-    instance itself.
+    The metadata, the output folder and its state are checked first; ``connect`` (a job's start or join
+    of Ray) is called only then, and only when there is something to prepare. Without it, Ray must be
+    initialised by the caller (``camtrap.runtime.init_ray``), or Ray Data starts a local instance itself.
     """
     import ray
 
@@ -211,6 +213,8 @@ def prepare_images(
     todo = metadata.frame.loc[~metadata.frame[FILE_NAME].isin(set(done[FILE_NAME])), [FILE_NAME, SEQ_ID]]
 
     if len(todo):
+        if connect is not None:
+            connect()
         # At least two blocks per CPU, so the last blocks do not leave CPUs idle on small jobs.
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = frame_dataset(todo, rows_per_task, min_blocks=2 * cpus).map_batches(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -94,12 +94,10 @@ def score_images(
     batch_size: int = 16,
     rows_per_block: int = 64,
 ) -> int:
-    """Score every row of ``frame`` not yet in ``log``; returns how many were scored now."""
-    done = set(log.read()[FILE_NAME])
-    todo = frame.loc[~frame[FILE_NAME].isin(done), [FILE_NAME, SEQ_ID]].reset_index(drop=True)
-    if todo.empty:
+    """Score every row of ``frame`` (file name, seq_id) into ``log``; returns how many were scored."""
+    if frame.empty:
         return 0
-    ds = frame_dataset(todo, rows_per_block)
+    ds = frame_dataset(frame[[FILE_NAME, SEQ_ID]].reset_index(drop=True), rows_per_block)
     ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=1, memory=DECODE_TASK_MEMORY)
     for i, path in enumerate(model_paths):
@@ -138,11 +136,14 @@ def predict(
     actors_per_model: tuple[int, int] | None = None,
     rows_per_task: int = 64,
     overwrite: bool = False,
+    connect: Callable[[], object] | None = None,
 ) -> tuple[ScoreSummary, pd.DataFrame]:
     """Score a season and write the submission CSV; rerunning with the same work dir resumes.
 
     ``use_gpu`` None: GPUs if the cluster has or can add them; ``actors_per_model`` None: a pool sized
-    from the cluster (:func:`camtrap.infer.actors.plan_actors`).
+    from the cluster (:func:`camtrap.infer.actors.plan_actors`). Every input is checked first (model
+    files, metadata, submission format, the work dir's state); ``connect`` (a job's start or join of
+    Ray) is called only then, and only when there is something to score.
     """
     start = time.perf_counter()
     metas = model_metadata(model_paths)
@@ -164,15 +165,20 @@ def predict(
     # Keyed to the models' content, not their paths: a retrained model.pt at the same path is a new model.
     log.pin_settings({"models": [str(p) for p in model_paths], "model_sha256": [m["sha256"] for m in metas],
                       "images_dir": str(images_dir)}, overwrite=overwrite, what="this work dir")
-    view = cluster_view()
-    actors = plan_actors(view, len(model_paths), use_gpu, actors_per_model)
-    print(actors.describe(), flush=True)
-    if not actors.hosts_up(view):
-        print("predict: no node that can host a model actor is up yet: waiting for the autoscaler to add one "
-              "(`ray status` or the dashboard's Cluster tab show it coming)", flush=True)
-    if actors.use_gpu:
-        gpu_nodes_have_cuda("predict", actors.resources)
-    processed = score_images(model_paths, md.frame, images_dir, log, actors, batch_size, rows_per_block=rows_per_task)
+    todo = md.frame[~md.frame[FILE_NAME].isin(set(log.read()[FILE_NAME]))]
+    processed = 0
+    if len(todo):
+        if connect is not None:
+            connect()
+        view = cluster_view()
+        actors = plan_actors(view, len(model_paths), use_gpu, actors_per_model)
+        print(actors.describe(), flush=True)
+        if not actors.hosts_up(view):
+            print("predict: no node that can host a model actor is up yet: waiting for the autoscaler to add one "
+                  "(`ray status` or the dashboard's Cluster tab show it coming)", flush=True)
+        if actors.use_gpu:
+            gpu_nodes_have_cuda("predict", actors.resources)
+        processed = score_images(model_paths, todo, images_dir, log, actors, batch_size, rows_per_block=rows_per_task)
     results = log.read()
     results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]
     results = pd.concat([results, rejected[rejected[SEQ_ID] != ""]], ignore_index=True)
