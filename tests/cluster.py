@@ -170,10 +170,12 @@ class SimulatedCluster:
     def alive_nodes(self) -> list[dict]:
         """The resources of every node the GCS lists as alive."""
         code = (f"import json, ray; ray.init(address='{self.gcs_address}', logging_level='ERROR'); "
-                "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+                "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120,
                              check=False)
-        return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+        # The driver's output may carry the autoscaler's event lines ("(autoscaler +0s) Resized to ...") too.
+        found = [line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith("NODES ")]
+        return json.loads(found[-1]) if out.returncode == 0 and found else []
 
     def list_state(self, kind: str) -> list[dict]:
         """``ray list <kind> --detail`` of this cluster (actors, nodes, ...), dead ones included.
@@ -184,7 +186,7 @@ class SimulatedCluster:
         out = subprocess.run([str(BIN / "ray"), "list", kind, "--detail", "--format", "json", "--limit", "10000",
                               "--address", self.dashboard], env=self.env, capture_output=True, text=True,
                              timeout=120, check=True)
-        return json.loads(out.stdout)
+        return json.loads(out.stdout) if out.stdout.lstrip().startswith("[") else []  # "No resource in the cluster"
 
     def _wait(self, ready, what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -17,6 +17,7 @@ from cluster import REPO, SimulatedCluster
 from jobs import load_job
 
 from camtrap.bench import untrained_model_file
+from camtrap.bench.common import replicated_inputs
 from camtrap.data import storage
 from camtrap.demo import SMALL_SIZES, make_demo_dataset
 from camtrap.infer.predict import PARTS_DIR
@@ -99,30 +100,41 @@ def test_scoring_autoscales_gpu_nodes_from_zero_with_everything_on_s3(season, lo
 
 
 def test_a_scoring_node_lost_mid_run_costs_only_its_blocks(sim_cluster, season, local_submission, tmp_path):
+    # Four hard-linked copies of the season (seq ids c<k>_<seq_id>): a run long enough to lose a node in.
+    copies = 4
+    _, metadata = replicated_inputs(str(season / "data" / "test_metadata.csv"), str(season / "data" / "images"),
+                                    str(tmp_path), len(pd.read_csv(season / "data" / "test_metadata.csv")), copies)
+    images = len(pd.read_csv(metadata))
     work, out = tmp_path / "work", tmp_path / "submission.csv"
     cmd = [sys.executable, str(REPO / "ray_jobs" / "predict.py"), "--address", sim_cluster.gcs_address,
-           "--model", str(season / "model.pt"), "--metadata", str(season / "data" / "test_metadata.csv"),
-           "--images-dir", str(season / "data" / "images"), "--work-dir", str(work), "--out", str(out),
-           "--actors-per-model", "1", "--batch-size", "2", "--rows-per-task", "4"]
+           "--model", str(season / "model.pt"), "--metadata", metadata, "--images-dir", str(tmp_path / "images"),
+           "--work-dir", str(work), "--out", str(out), "--actors-per-model", "1", "--batch-size", "2",
+           "--rows-per-task", "4"]
     env = {**sim_cluster.env, "CAMTRAP_FLUSH_SECONDS": "0"}
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not list((work / PARTS_DIR).glob("part-*.parquet")):
+    busy: set[str] = set()
+    while not busy or not list((work / PARTS_DIR).glob("part-*.parquet")):  # the actor up, and scoring
         assert job.poll() is None, job.stdout.read()[-4000:]
-        assert time.monotonic() < deadline, "no scored block in time"
+        assert time.monotonic() < deadline, "no model actor scoring in time"
+        busy = busy or model_actor_nodes(sim_cluster, state="ALIVE")
         time.sleep(0.5)
-    busy, resources = model_actor_nodes(sim_cluster, state="ALIVE"), node_resources(sim_cluster)
+    resources = node_resources(sim_cluster)
     victims = [n for n in sim_cluster.nodes if any(n.tag in resources.get(i, {}) for i in busy)]
     assert victims, (busy, resources)
     scored_at_loss = sum(len(pd.read_parquet(p)) for p in (work / PARTS_DIR).glob("part-*.parquet"))
-    images = len(pd.read_csv(season / "data" / "test_metadata.csv"))
     assert job.poll() is None and scored_at_loss < images, "the job ended before a node could be lost: give it more images"
     sim_cluster.remove_node(victims[0])  # a spot preemption: raylet, model actor and decode workers SIGKILLed
     sim_cluster.add_node(num_cpus=2, num_gpus=1)  # what the autoscaler would start
     log, _ = job.communicate(timeout=600)
-    print(f"node loss: {scored_at_loss} of {images} images scored when the node went; "
-          f"the job exited {job.returncode}")
+    print(f"node loss: {scored_at_loss} of {images} images scored when the node went; the job exited {job.returncode}")
     if job.returncode != 0:  # the documented fallback: rerun with the same work dir
         rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert rerun.returncode == 0, (log + rerun.stdout + rerun.stderr)[-4000:]
-    assert_same_submission(pd.read_csv(out), local_submission)
+    got = pd.read_csv(out)
+    assert got["seq_id"].is_unique and len(got) == copies * len(local_submission)
+    for k in range(copies):  # every copy of a sequence scored as the uninterrupted local run scored it
+        part = got[got["seq_id"].str.startswith(f"c{k}_")].copy()
+        part["seq_id"] = part["seq_id"].str.removeprefix(f"c{k}_")
+        assert_same_submission(part.set_index("seq_id").loc[local_submission["seq_id"]].reset_index(),
+                               local_submission)
