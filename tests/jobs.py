@@ -18,3 +18,15 @@ def load_job(name: str) -> ModuleType:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+#: What a healthy job must not show on its console: Ray Train's report reprs, a C++ error line, DDP's
+#: gradient-layout warning, deprecation warnings, Ray Data's progress blocks and INFO lines.
+NOISE = ("TrainingReport(", "core_worker.cc", "Grad strides do not match", "DeprecationWarning",
+         "Running Dataset", "Starting execution of Dataset", "logging_progress")
+
+
+def assert_quiet(output: str) -> None:
+    """``output`` (a job's console) carries none of :data:`NOISE`."""
+    found = [n for n in NOISE if n in output]
+    assert not found, (found, output[-6000:])

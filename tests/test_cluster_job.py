@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from cluster import BIN, SimulatedCluster
+from jobs import assert_quiet
 
 from camtrap.data.classes import COMPETITION_CLASSES
 from camtrap.data.prepare import PrepareSettings, prepare_one
@@ -50,7 +51,10 @@ def test_train_job_submit_on_local_cluster(head_node, tmp_path):
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
     assert "succeeded" in log, log[-4000:]
-    assert "stage s64: best val_loss" in log
+    # What the job prints: its start line, one line per epoch (not one per worker), its summary, no Ray internals.
+    assert "train: 2 CPU workers" in log and "stage s64: best val_loss" in log
+    assert sum("[s64] epoch 1/1" in line for line in log.splitlines()) == 1, log[-4000:]
+    assert_quiet(log)
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert state["inference_long_side"] == 64 and len(state["classes"]) == 54
 

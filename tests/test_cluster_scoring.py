@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cluster import REPO, SimulatedCluster
-from jobs import load_job
+from jobs import assert_quiet, load_job
 
 from camtrap.bench import untrained_model_file
 from camtrap.bench.common import replicated_inputs
@@ -74,7 +74,8 @@ def test_scoring_autoscales_gpu_nodes_from_zero_with_everything_on_s3(season, lo
     fs.put(str(season / "model.pt"), f"{bucket}/models/model.pt")
     out = f"{bucket}/scored/submission.csv"
 
-    cluster = SimulatedCluster(env=s3.env, head_cpus=2, autoscaling=GPU_TYPE).start()
+    cluster = SimulatedCluster(env={**s3.env, "CAMTRAP_PROGRESS_SECONDS": "0"}, head_cpus=2,
+                               autoscaling=GPU_TYPE).start()
     try:
         assert len(cluster.alive_nodes()) == 1  # the head alone: GPU nodes start at zero
         run = cluster.submit(["ray_jobs/predict.py", "--model", f"{bucket}/models/model.pt",
@@ -86,6 +87,9 @@ def test_scoring_autoscales_gpu_nodes_from_zero_with_everything_on_s3(season, lo
         # GPUs by default, because the autoscaler can add GPU nodes; the simulated GPUs have no CUDA.
         assert "model actors on GPU (auto: the autoscaler can add GPU nodes (up to 2 GPUs))" in said, said
         assert "1..2 actors" in said and "waiting for the autoscaler" in said and "no CUDA device" in said, said
+        images = len(pd.read_csv(season / "data" / "test_metadata.csv"))
+        assert f"predict: {images}/{images} images (100%)" in said, said  # the progress display
+        assert_quiet(log)
         actor_nodes, resources = model_actor_nodes(cluster), node_resources(cluster)
         assert actor_nodes and all(resources[n].get("GPU") == 1 for n in actor_nodes), (actor_nodes, resources)
         assert_same_submission(pd.read_csv(io.BytesIO(storage.read_bytes(out))), local_submission)

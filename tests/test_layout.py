@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "camtrap"
 
 STAGES = ("config", "data", "train", "tune", "infer", "evaluate")
-PLUMBING = ("errors", "runtime", "metrics", "model_file", "run_layout", "cli")
+PLUMBING = ("errors", "runtime", "metrics", "model_file", "run_layout", "cli", "console")
 TOOLS = ("demo", "bench")
 #: Lines of a module above which its size needs a reason (see the closing note of the layout issue).
 MAX_LINES = 400

@@ -216,3 +216,24 @@ def test_model_normalization() -> None:
     custom = nn.Linear(2, 2)
     custom.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     assert model_normalization(_Wrapper(custom)) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_gradients_have_the_layout_of_their_parameters_so_ddp_buckets_match():
+    """Batches arrive NHWC (a permuted view: channels_last). With contiguous parameters some weight
+    gradients came out channels_last ("Grad strides do not match bucket view strides" under DDP, and a
+    copy per step); with the model in the batches' layout every gradient has its parameter's strides."""
+    import numpy as np
+
+    from camtrap.train.augment import DeviceNormalizer
+    from camtrap.train.models import in_batch_layout
+
+    batch = DeviceNormalizer([0.5] * 3, [0.25] * 3)(np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3),
+                                                                                      dtype=np.uint8))
+
+    def mismatched(model: torch.nn.Module) -> list[str]:
+        model(batch).sum().backward()
+        return [n for n, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+
+    # (Contiguous parameters gave 3 mismatched gradients on this VM in a script, none under pytest: the
+    # kernels oneDNN picks vary, so only the fixed layout is asserted.)
+    assert mismatched(in_batch_layout(create_classifier("resnet10t", num_classes=54, pretrained=None))) == []

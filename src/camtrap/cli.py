@@ -8,6 +8,9 @@ default and one help text across prepare, train, tune, predict, evaluate and rep
 from __future__ import annotations
 
 import argparse
+import os
+
+from camtrap.console import VERBOSE_ENV
 
 __all__ = [
     "add_images_dir",
@@ -20,9 +23,19 @@ __all__ = [
 ]
 
 
+class _Verbose(argparse.Action):
+    """``--verbose``: set as the job's environment, which its Ray workers inherit (camtrap.console)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[VERBOSE_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
 def job_parser(doc: str | None, ray: bool = True) -> argparse.ArgumentParser:
     """A job's parser: its module docstring as the description; ``--address`` for jobs that use Ray."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--verbose", action=_Verbose, nargs=0,
+                   help="show Ray's own console output too (progress blocks, INFO lines, warnings)")
     if ray:
         p.add_argument("--address", default=None,
                        help="Ray cluster address (default: RAY_ADDRESS, else a Ray started in this process)")

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from camtrap.config.errors import ConfigError
+from camtrap.console import job_console
 
 
 class InputError(ValueError):
@@ -37,7 +38,8 @@ def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
-            return main(*args, **kwargs)
+            with job_console():
+                return main(*args, **kwargs)
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import camtrap
+from camtrap.console import quiet_ray_console
 
 #: Environment every Ray worker of ours gets: albumentations must not call PyPI at import.
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1"}
-#: The job's own settings that its Ray tasks must see too (e.g. ``prepare.py --follow-links``).
-PASSED_ENV = ("CAMTRAP_FOLLOW_LINKS",)
+#: The job's own settings that its Ray tasks must see too (``prepare.py --follow-links``, ``--verbose``).
+PASSED_ENV = ("CAMTRAP_FOLLOW_LINKS", "CAMTRAP_VERBOSE")
 
 
 def package_dir() -> str:
@@ -74,9 +75,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         # The state API finds "the" cluster through RAY_ADDRESS (see start_own_ray): name the one joined,
         # so a second Ray on this machine cannot make the lookup ambiguous.
         os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-        return context
-    return start_own_ray(num_cpus=num_cpus, include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
-                         **kwargs)
+    else:
+        context = start_own_ray(num_cpus=num_cpus, include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
+                                **kwargs)
+    quiet_ray_console()
+    return context
 
 
 def start_own_ray(**init_kwargs):

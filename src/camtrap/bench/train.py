@@ -156,7 +156,13 @@ def _plain_ddp_worker(rank: int, cfg: dict[str, Any]) -> None:
     from torch.utils.data import DataLoader, DistributedSampler
 
     from camtrap.train.augment import DeviceNormalizer, eval_transform, train_transform
-    from camtrap.train.models import create_classifier, forward_by_shape, init_head_bias, train_mode
+    from camtrap.train.models import (
+        create_classifier,
+        forward_by_shape,
+        in_batch_layout,
+        init_head_bias,
+        train_mode,
+    )
     from camtrap.train.schedule import build_scheduler
 
     recipe = Recipe.model_validate(cfg["recipe"])
@@ -172,7 +178,7 @@ def _plain_ddp_worker(rank: int, cfg: dict[str, Any]) -> None:
         device = torch.device(f"cuda:{rank}" if cuda else "cpu")
         model = create_classifier(recipe.model, num_classes=len(cfg["classes"]), pretrained=None, freeze=recipe.freeze)
         init_head_bias(model, cfg["priors"])
-        model.to(device)
+        in_batch_layout(model).to(device)
         ddp = DistributedDataParallel(model, device_ids=[rank] if cuda else None)
         optimizer = create_optimizer([p for p in ddp.parameters() if p.requires_grad], recipe.optimizer, stage.lr)
         steps_per_epoch = cfg["steps_per_epoch"]

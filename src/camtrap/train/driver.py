@@ -27,6 +27,7 @@ import pandas as pd
 
 from camtrap import run_layout as layout
 from camtrap.config.recipe import Recipe, StageConfig, recipe_changes, recipe_yaml
+from camtrap.console import train_log_level
 from camtrap.data import storage
 from camtrap.errors import InputError
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
@@ -227,6 +228,7 @@ def fit_stage(
                 checkpoint_score_order="min",
             ),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            logging_config=ray.train.LoggingConfig(log_level=train_log_level()),
             callbacks=list(callbacks),
         ),
     )

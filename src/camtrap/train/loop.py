@@ -37,13 +37,20 @@ import torch.distributed as dist
 
 from camtrap import run_layout as layout
 from camtrap.config.recipe import OptimizerConfig, Recipe, StageConfig
+from camtrap.console import quiet_train_worker
 from camtrap.data.classes import SEQ_ID
 from camtrap.metrics import aggregate_by_sequence, competition_loss, logit
 from camtrap.model_file import read_state_file, state_from_bytes
 from camtrap.train.augment import DeviceNormalizer, eval_transform, train_transform
 from camtrap.train.dataset import IMAGE, TARGET
 from camtrap.train.epochs import epoch_dataset, epoch_indices, validation_indices
-from camtrap.train.models import create_classifier, forward_by_shape, init_head_bias, train_mode
+from camtrap.train.models import (
+    create_classifier,
+    forward_by_shape,
+    in_batch_layout,
+    init_head_bias,
+    train_mode,
+)
 from camtrap.train.schedule import build_scheduler
 
 AutocastFactory = Callable[[], contextlib.AbstractContextManager]
@@ -310,6 +317,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    quiet_train_worker()  # Ray Data's and Ray Train's chatter from this worker: session logs, not the console
     recipe = Recipe.model_validate(config["recipe"])
     stage = StageConfig.model_validate(config["stage"])
     rank = ray.train.get_context().get_world_rank()
@@ -317,7 +325,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(recipe.seed + rank)
     device = worker_device(config["use_cuda"], rank)
 
-    model = ray.train.torch.prepare_model(_build_model(recipe, config), move_to_device=device)
+    model = ray.train.torch.prepare_model(in_batch_layout(_build_model(recipe, config)), move_to_device=device)
     unwrapped = model.module if hasattr(model, "module") else model
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], recipe.optimizer, stage.lr)
     steps_per_epoch = config["steps_per_epoch"]

@@ -301,3 +301,15 @@ def load_trained(path: str, device: str | torch.device = "cpu") -> tuple[nn.Modu
     meta = {k: v for k, v in state.items() if k != "model"}
     meta["empty_index"] = state["classes"].index(EMPTY) if EMPTY in state["classes"] else None
     return model, meta
+
+
+def in_batch_layout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with channels_last parameters, the layout of the batches it trains on; call before DDP.
+
+    Batches arrive NHWC and :class:`camtrap.train.augment.DeviceNormalizer` permutes them without a copy,
+    which is channels_last, so convolutions produce channels_last weight gradients. DDP lays its gradient
+    buckets out like the parameters when it wraps the model: contiguous parameters gave buckets of the
+    other layout ("Grad strides do not match bucket view strides") and a gradient copy every step.
+    Channels_last is also the fast layout for convolutions under CUDA AMP and oneDNN.
+    """
+    return model.to(memory_format=torch.channels_last)
