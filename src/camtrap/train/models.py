@@ -310,6 +310,8 @@ def in_batch_layout(model: torch.nn.Module) -> torch.nn.Module:
     which is channels_last, so convolutions produce channels_last weight gradients. DDP lays its gradient
     buckets out like the parameters when it wraps the model: contiguous parameters gave buckets of the
     other layout ("Grad strides do not match bucket view strides") and a gradient copy every step.
-    Channels_last is also the fast layout for convolutions under CUDA AMP and oneDNN.
+    Channels_last is also the fast layout for convolutions under CUDA AMP; on CPU the train bench showed
+    no difference beyond its noise (platform 78.3 vs 83.6 img/s before, plain DDP 108.7 vs 117.4: the
+    same 0.72x vs 0.71x ratio).
     """
     return model.to(memory_format=torch.channels_last)
