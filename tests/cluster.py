@@ -209,14 +209,15 @@ class SimulatedCluster:
         self._wait(lambda: any(tag in r for r in self.alive_nodes()), "a worker node")
         return node
 
-    def job_command(self, args: list[str]) -> list[str]:
-        """``ray job submit --working-dir <repo> -- python <args>``, as a user submits a job."""
-        return [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--working-dir", str(REPO), "--",
-                "python", *args]
+    def job_command(self, args: list[str], working_dir: bool = True) -> list[str]:
+        """``ray job submit [--working-dir <repo>] -- python <args>``, as a user submits a job (without a
+        working dir, the job runs where the head's Ray started)."""
+        ship = ["--working-dir", str(REPO)] if working_dir else []
+        return [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, *ship, "--", "python", *args]
 
-    def submit(self, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    def submit(self, args: list[str], timeout: int = 600, working_dir: bool = True) -> subprocess.CompletedProcess:
         """Run a job to its end through the job API; its output is the CompletedProcess's."""
-        return subprocess.run(self.job_command(args), env=self.env, capture_output=True, text=True,
+        return subprocess.run(self.job_command(args, working_dir), env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=False)
 
     def remove_node(self, node: Node) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from cluster import BIN, SimulatedCluster
+from cluster import REPO, SimulatedCluster
 from jobs import assert_quiet
 
 from camtrap.data.classes import COMPETITION_CLASSES
@@ -18,9 +16,6 @@ from camtrap.demo import SMALL_SIZES, make_demo_dataset
 
 pytestmark = pytest.mark.timeout(600)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="module")
 def head_node():
     """A throwaway single-node cluster with 2 CPUs, started in this checkout as cluster.yaml starts its head
@@ -28,26 +23,23 @@ def head_node():
     ``ray stop`` would also stop the test session's in-process Ray)."""
     head = SimulatedCluster(env={}, head_cpus=2, cwd=str(REPO)).start()
     try:
-        yield head.dashboard, head.env
+        yield head
     finally:
         head.shutdown()
 
 
 def test_train_job_submit_on_local_cluster(head_node, tmp_path):
-    address, env = head_node
     data, prepared = tmp_path / "data", tmp_path / "prepared"
     make_demo_dataset(data, num_sequences=40, seed=3, image_sizes=SMALL_SIZES)
     for name in pd.read_csv(data / "train_metadata.csv")["file_name"]:
         assert prepare_one(name, str(data / "images"), str(prepared), PrepareSettings(long_side=96))["status"] == "ok"
     out = tmp_path / "run"
-    cmd = [
-        str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-        "python", "ray_jobs/train.py", "--recipe", "cpu_tiny",
+    run = head_node.submit([
+        "ray_jobs/train.py", "--recipe", "cpu_tiny",
         "--set", "stages=[{name: s64, long_side: 64, batch_size: 4, epochs: 1, lr: 0.003}]",
         "--metadata", str(data / "train_metadata.csv"), "--labels", str(data / "train_labels.csv"),
         "--images-dir", str(prepared), "--out", str(out), "--num-workers", "2",
-    ]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
+    ], timeout=540)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
     assert "succeeded" in log, log[-4000:]
@@ -61,14 +53,12 @@ def test_train_job_submit_on_local_cluster(head_node, tmp_path):
 
 def test_a_job_submitted_without_working_dir_runs_the_checkout_the_head_started_in(head_node, tmp_path):
     """cluster.yaml's documented short form: `ray job submit -- python ray_jobs/<job>.py ...`."""
-    address, env = head_node
     labels = pd.DataFrame(0, index=pd.Index(["a", "b"], name="seq_id"), columns=list(COMPETITION_CLASSES))
     labels["empty"] = 1
     labels.reset_index().to_csv(tmp_path / "labels.csv", index=False)
     (labels * 0 + 0.5).reset_index().to_csv(tmp_path / "submission.csv", index=False)
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--", "python", "ray_jobs/evaluate.py",
-           "--submission", str(tmp_path / "submission.csv"), "--labels", str(tmp_path / "labels.csv")]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    run = head_node.submit(["ray_jobs/evaluate.py", "--submission", str(tmp_path / "submission.csv"),
+                            "--labels", str(tmp_path / "labels.csv")], timeout=300, working_dir=False)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     value = next(line for line in run.stdout.splitlines() if line.startswith("mean_binary_log_loss="))
     assert math.isclose(float(value.split("=")[1]), math.log(2), rel_tol=1e-12)  # every cell at 0.5 costs log 2

@@ -222,8 +222,7 @@ class ClusterView:
 
     def offers(self, resource: str) -> bool:
         """Whether a node now, or a node type the autoscaler may add, advertises ``resource``."""
-        return any(s.custom.get(resource, 0) > 0 and (s in self.nodes or s.max_count > 0)
-                   for s in (*self.nodes, *self.node_types))
+        return any(s.custom.get(resource, 0) > 0 and s.max_count > 0 for s in (*self.nodes, *self.node_types))
 
     def gpus_with(self, resource: str) -> float:
         """GPUs reachable on nodes that advertise ``resource``: those up now plus the most the autoscaler adds."""
@@ -332,9 +331,11 @@ def cluster_view() -> ClusterView:
         for n in ray.nodes() if n.get("Alive")
     ]
     types, source = _node_types_from_gcs(), "autoscaler (GCS)"
-    for path in (_monitor_config_path(ray.get_runtime_context().gcs_address), BOOTSTRAP_CONFIG):
-        if not types and path:
-            types, source = _node_types_from_bootstrap(path), "autoscaler"
+    if not types:  # the process scan only when the GCS has no node types (Ray's default autoscaler)
+        source = "autoscaler"
+        for path in (_monitor_config_path(ray.get_runtime_context().gcs_address), BOOTSTRAP_CONFIG):
+            if path and not types:
+                types = _node_types_from_bootstrap(path)
     return ClusterView(nodes=nodes, node_types=types, source=source if types else "Ray cluster")
 
 

@@ -152,14 +152,15 @@ def _header(path: str, record: list[str]) -> list[str]:
     return names
 
 
-def read_text_csv(path: str) -> tuple[pd.DataFrame, list[RowIssue]]:
+def read_text_csv(path: str, strict: bool = False) -> tuple[pd.DataFrame, list[RowIssue]]:
     """A user's CSV (path or URI) exactly as written: every cell a string, each row indexed by its line.
 
     Pandas would take the leading fields of a row with one field too many as an index (an unquoted comma
     in a file name shifts ``seq_id`` and ``file_name`` silently). Here each row must have the header's
     number of fields: trailing empty fields (spreadsheet exports end every row with commas) are dropped,
     and any other row with too many or too few fields is returned as a :class:`RowIssue` with its line,
-    never guessed at. Blank lines are skipped. File-level problems raise :class:`ContractError`.
+    never guessed at (``strict``: a :class:`ContractError` listing them, for a table that must be whole).
+    Blank lines are skipped. File-level problems raise :class:`ContractError`.
     """
     try:
         raw = storage.read_bytes(path)
@@ -198,6 +199,8 @@ def read_text_csv(path: str) -> tuple[pd.DataFrame, list[RowIssue]]:
         raise ContractError(f"{path}:{reader.line_num}: not a readable CSV ({e})") from None
     if header is None:
         raise ContractError(f"{path}: file is empty (no header)")
+    if strict and bad:
+        raise ContractError(bad)
     frame = pd.DataFrame.from_records(rows, columns=header) if rows else pd.DataFrame(columns=header, dtype=str)
     frame.index = pd.Index(lines, name=LINE, dtype="int64")
     return frame, bad

@@ -207,10 +207,8 @@ def prepare_images(
     done = logged[logged[STATUS] == STATUS_OK]
     recorded_ok = set(done[FILE_NAME])
     if len(done):
-        present = _existing_outputs(out_dir)
-        on_disk = done[FILE_NAME].map(present)
-        # Records written before sizes were kept (NaN) cannot vouch for their file: redo those too.
-        done = done[on_disk.notna() & (on_disk == pd.to_numeric(done[BYTES], errors="coerce"))]
+        # Done only if its output is there at the recorded size (a missing file maps to NaN: not equal).
+        done = done[done[FILE_NAME].map(_existing_outputs(out_dir)) == done[BYTES]]
     todo = metadata.frame.loc[~metadata.frame[FILE_NAME].isin(set(done[FILE_NAME])), [FILE_NAME, SEQ_ID]]
 
     if len(todo):

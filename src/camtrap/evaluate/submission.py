@@ -204,9 +204,7 @@ def evaluate_submission(submission_path: str, labels_path: str) -> EvaluationRes
     submission_path, labels_path = str(submission_path), str(labels_path)
     labels = read_labels(labels_path, classes=None, strict=True)
     classes = labels.classes
-    sub, bad_rows = read_text_csv(submission_path)
-    if bad_rows:
-        raise ContractError(bad_rows)
+    sub, _ = read_text_csv(submission_path, strict=True)
     _check_columns(submission_path, list(sub.columns), classes, labels_path)
     if sub.empty:
         raise ContractError(f"{submission_path}: no data rows (header only)")

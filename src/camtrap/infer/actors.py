@@ -97,10 +97,9 @@ def plan_actors(view: ClusterView, num_models: int, use_gpu: bool | None = None,
                 f"--use-gpu: {num_models} model(s) need at least {num_models} GPU(s); the cluster has "
                 f"{view.gpus_now:g} and no autoscaler node type that adds enough (use --no-use-gpu)")
         most = max(1, math.floor(reachable / num_models))
-        threads = max(1, math.floor(cpus))
     else:
         most = max(1, math.floor(_reachable_actor_cpus(view) / (cpus * num_models)))
-        threads = max(1, int(cpus))
     lo, hi = pool if pool is not None else (1, most)
     return ActorPlan(num_models=num_models, use_gpu=gpu, gpu_reason=reason, min_actors=lo, max_actors=hi,
-                     cpus=cpus, threads=threads, resources={SCORING_RESOURCE: 1.0} if pinned else {})
+                     cpus=cpus, threads=max(1, math.floor(cpus)),
+                     resources={SCORING_RESOURCE: 1.0} if pinned else {})

@@ -114,16 +114,15 @@ def score_images(
     limits = ds.context.execution_options.resource_limits
     ds.context.execution_options.resource_limits = limits.copy(
         object_store_memory=max(2, len(model_paths) * actors.max_actors) * QUEUE_BYTES_PER_ACTOR)
-    scored, progress = 0, Progress("predict", len(frame))
+    progress = Progress("predict", len(frame))
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             log.append(batch)
-            scored += len(batch)
             progress.update(len(batch))
     finally:
         log.flush()
         progress.close()
-    return scored
+    return progress.done
 
 
 def predict(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from camtrap.data import storage
 from camtrap.data.classes import EMPTY, SEQ_ID
-from camtrap.data.contract import ContractError, read_text_csv
+from camtrap.data.contract import read_text_csv
 from camtrap.data.frames import ERROR
 from camtrap.errors import InputError
 from camtrap.infer.predictor import prob_column
@@ -71,9 +71,7 @@ def submission_order(path: str, seq_order: Sequence[str], classes: Sequence[str]
     Its class columns must be the model's (in any order) and its seq_ids must be in the metadata;
     sequences of the metadata that it lacks follow its rows.
     """
-    fmt, bad_rows = read_text_csv(path)
-    if bad_rows:
-        raise ContractError(bad_rows)
+    fmt, _ = read_text_csv(path, strict=True)
     if SEQ_ID not in fmt.columns:
         raise InputError(f"{path}: no '{SEQ_ID}' column; a submission format is '{SEQ_ID}' and the class columns")
     duplicated = fmt[SEQ_ID][fmt[SEQ_ID].duplicated()]
