@@ -2,6 +2,9 @@
 
     python ray_jobs/prepare.py --metadata train_metadata.csv --metadata test_metadata.csv \
         --images-dir data/images --out data/prepared [--long-side 512] [--quality 95]
+
+Without --metadata, every image under --images-dir is prepared and grouped into sequences by its
+camera folder and EXIF capture time (OUT/sequences.csv; train.py and predict.py reuse it).
 """
 
 import argparse
@@ -14,13 +17,14 @@ from camtrap import cli
 from camtrap.data import storage
 from camtrap.data.imageio import DEFAULT_MAX_PIXELS, PREPARE_LONG_SIDE
 from camtrap.data.prepare import ERROR, STATUS, STATUS_OK, PrepareSettings, prepare_images
+from camtrap.data.sequences import SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import exits_on_input_error
 from camtrap.runtime import init_ray
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.job_parser(__doc__)
-    cli.add_metadata(p)
+    cli.add_sequences(p)
     cli.add_images_dir(p)
     p.add_argument("--out", required=True, help="output folder or URI: resized JPEGs at the same relative paths, manifest")
     p.add_argument("--long-side", type=cli.int_at_least(16), default=PREPARE_LONG_SIDE,
@@ -41,8 +45,10 @@ def main(argv=None) -> int:
     if args.follow_links:  # read by the Ray tasks too: workers inherit the driver's environment
         os.environ[storage.FOLLOW_LINKS_ENV] = "1"
     settings = PrepareSettings(long_side=args.long_side, quality=args.quality, max_pixels=args.max_pixels)
+    metadata = metadata_or_sequences(args.metadata, args.images_dir, storage.join(args.out, SEQUENCES_FILE),
+                                     args.sequence_gap, job="prepare")
     summary, manifest = prepare_images(
-        args.metadata, args.images_dir, args.out, settings, overwrite=args.overwrite, rows_per_task=args.rows_per_task,
+        metadata, args.images_dir, args.out, settings, overwrite=args.overwrite, rows_per_task=args.rows_per_task,
         connect=lambda: init_ray(args.address),
     )
     errors = manifest[manifest[STATUS] != STATUS_OK]

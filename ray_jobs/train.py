@@ -17,7 +17,9 @@ import _bootstrap  # noqa: F401
 from camtrap import cli
 from camtrap.config.overrides import apply_overrides
 from camtrap.config.recipe import load_recipe
+from camtrap.data import storage
 from camtrap.data.lock import RunLock
+from camtrap.data.sequences import SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import exits_on_input_error
 from camtrap.runtime import init_ray
 from camtrap.train.driver import dry_run, run_training
@@ -26,7 +28,7 @@ from camtrap.train.driver import dry_run, run_training
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.job_parser(__doc__)
     cli.add_recipe(p)
-    cli.add_metadata(p)
+    cli.add_sequences(p)
     cli.add_labels(p)
     cli.add_images_dir(p, help="prepared images (the output of prepare.py) or raw images, folder or URI")
     p.add_argument("--out", required=True, help="run directory: model.pt, stages/, metrics, TensorBoard logs")
@@ -49,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     recipe = apply_overrides(load_recipe(args.recipe), args.set)
+    args.metadata = metadata_or_sequences(args.metadata, args.images_dir, storage.join(args.out, SEQUENCES_FILE),
+                                          args.sequence_gap, job="train")
     if args.dry_run:
         if args.address or os.environ.get("RAY_ADDRESS"):
             init_ray(args.address)  # only to read the cluster: no trainer, no workers

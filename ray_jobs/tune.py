@@ -16,7 +16,9 @@ import _bootstrap  # noqa: F401
 from camtrap import cli
 from camtrap.config.recipe import load_recipe
 from camtrap.config.tune_space import load_tune_space, validate_against_recipe
+from camtrap.data import storage
 from camtrap.data.lock import RunLock
+from camtrap.data.sequences import SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import exits_on_input_error
 from camtrap.runtime import init_ray
 from camtrap.tune.sweep import run_sweep
@@ -26,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = cli.job_parser(__doc__)
     p.add_argument("--space", required=True, help="search space YAML (tune_spaces/NAME.yaml) or a name")
     cli.add_recipe(p, overrides=False)
-    cli.add_metadata(p)
+    cli.add_sequences(p)
     cli.add_labels(p)
     cli.add_images_dir(p, help="prepared images (the output of prepare.py), folder or URI")
     p.add_argument("--out", required=True, help="sweep directory")
@@ -41,9 +43,11 @@ def main(argv=None) -> int:
     space = load_tune_space(args.space)
     recipe = load_recipe(args.recipe)
     validate_against_recipe(space, recipe)
+    metadata = metadata_or_sequences(args.metadata, args.images_dir, storage.join(args.out, SEQUENCES_FILE),
+                                     args.sequence_gap, job="tune")
     with RunLock(args.out, job="tune.py"):  # one sweep folder, one job
         init_ray(args.address)
-        summary = run_sweep(space, recipe, args.metadata, args.labels, args.images_dir, args.out,
+        summary = run_sweep(space, recipe, metadata, args.labels, args.images_dir, args.out,
                             num_samples=args.num_samples, max_concurrent=args.max_concurrent)
     print(summary)
     return 0

@@ -263,6 +263,7 @@ def test_file_level_input_errors_exit_2_with_the_file_named(field, tmp_path, job
     ids=["unknown-class-column", "missing-class-column"],
 )
 def test_labels_with_a_wrong_class_column_are_refused_by_train(field, tmp_path, header_change, reason, capsys):
+    """Only a recipe that asks for the competition's 54 classes refuses another list, and says how to train it."""
     labels = pd.read_csv(field["data"] / "train_labels.csv", dtype=str)
     old, new = header_change
     labels = labels.rename(columns={old: new}) if new else labels.drop(columns=[old])
@@ -272,9 +273,10 @@ def test_labels_with_a_wrong_class_column_are_refused_by_train(field, tmp_path, 
     args[args.index("--labels") + 1] = str(path)
     args[args.index("--out") + 1] = str(tmp_path / "run")
     capsys.readouterr()
-    assert load_job("train").main(args) == 2
+    assert load_job("train").main([*args, "--set", "classes=competition"]) == 2
     err = capsys.readouterr().err
-    assert str(path) in err and reason in err
+    assert str(path) in err and reason in err and "--set classes=auto" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 # ------------------------------------------------------------------------------------------------ faults

@@ -11,6 +11,7 @@ import argparse
 import os
 
 from camtrap.console import VERBOSE_ENV
+from camtrap.data.sequences import DEFAULT_SEQUENCE_GAP_S
 
 __all__ = [
     "add_images_dir",
@@ -19,6 +20,7 @@ __all__ = [
     "add_overwrite",
     "add_recipe",
     "add_rows_per_task",
+    "add_sequences",
     "job_parser",
 ]
 
@@ -46,6 +48,17 @@ def add_metadata(p: argparse.ArgumentParser, required: bool = True, help: str | 
     """``--metadata CSV``, repeatable (a train and a test file, or one per season)."""
     p.add_argument("--metadata", action="append", required=required,
                    help=help or "metadata CSV (seq_id,file_name[,datetime]); repeatable")
+
+
+def add_sequences(p: argparse.ArgumentParser) -> None:
+    """``--metadata`` (optional) and ``--sequence-gap``: the sequences, given or grouped from the images' clocks."""
+    add_metadata(p, required=False,
+                 help="metadata CSV (seq_id,file_name[,datetime][,camera]); repeatable. Without it the images are "
+                      "grouped into sequences per camera folder by their EXIF capture times, and the table is "
+                      "written beside the outputs as sequences.csv")
+    p.add_argument("--sequence-gap", type=_positive_float, default=None, metavar="SECONDS",
+                   help=f"without --metadata: frames at least this far apart start a new sequence (default "
+                        f"{DEFAULT_SEQUENCE_GAP_S:g}: one trigger's burst)")
 
 
 def add_labels(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
@@ -101,6 +114,16 @@ def int_at_least(low: int):
 
 
 _positive_int = int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
 
 
 def pool_range(text: str) -> tuple[int, int]:

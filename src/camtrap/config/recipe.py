@@ -204,10 +204,11 @@ class Recipe(ConfigFile):
     )
     freeze: Literal["none", "stem", "stem+layer1"] = "none"
     num_classes: int | None = Field(default=None, ge=1, description="None: from the class list")
-    classes: Literal["competition", "labels"] = Field(
-        default="competition",
-        description='"competition": the 54 Snapshot Serengeti columns (a labels file that lacks one or adds '
-        'another is refused, naming them); "labels": whatever classes the labels header lists (other datasets)',
+    classes: Literal["auto", "competition", "labels"] = Field(
+        default="auto",
+        description='"auto": the labels header\'s classes, in the competition\'s order when they are its 54 '
+        'columns; "competition": exactly the 54 Snapshot Serengeti columns (a labels file that lacks one or adds '
+        'another is refused, naming them); "labels": the labels header in its own order',
     )
     loss: Literal["multilabel_soft_margin"] = "multilabel_soft_margin"
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

@@ -2,8 +2,8 @@
 
 Layout (Snapshot Serengeti / Hakuna Ma-data):
 
-* metadata CSV: ``seq_id, file_name[, datetime]``; ``file_name`` is relative to an images directory.
-  Other columns are kept and ignored.
+* metadata CSV: ``seq_id, file_name[, datetime][, camera]``; ``file_name`` is relative to an images
+  directory; ``camera`` (a deployment) defaults to the folder the file sits in. Other columns are ignored.
 * labels CSV: ``seq_id`` then one 0/1 column per class. The class list is the competition's 54 columns
   unless the caller passes another, or asks for the one in the file's header.
 
@@ -27,11 +27,13 @@ import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pandas as pd
 
 from camtrap.data import storage
 from camtrap.data.classes import COMPETITION_CLASSES, DATETIME, FILE_NAME, SEQ_ID, classes_from_header
+from camtrap.data.sequences import CAMERA, camera_of
 from camtrap.errors import InputError
 
 #: Column holding the metadata file a row came from, and its line there.
@@ -255,7 +257,7 @@ def read_metadata(paths: str | Sequence[str], strict: bool = False) -> Metadata:
             )
         if df.empty and not bad_rows:
             raise ContractError(f"{path}: no data rows (header only)")
-        keep_cols = [SEQ_ID, FILE_NAME] + ([DATETIME] if DATETIME in df.columns else [])
+        keep_cols = [SEQ_ID, FILE_NAME] + [c for c in (DATETIME, CAMERA) if c in df.columns]
         rows = []
         for line, seq_id, file_name, *rest in df[keep_cols].itertuples(index=True, name=None):
             seq_id = seq_id.strip()
@@ -284,24 +286,29 @@ def read_metadata(paths: str | Sequence[str], strict: bool = False) -> Metadata:
     if strict and rejected:
         raise ContractError(rejected)
     frame = pd.concat(frames, ignore_index=True)
-    if DATETIME not in frame.columns:
-        frame[DATETIME] = ""
-    frame[DATETIME] = frame[DATETIME].fillna("")
+    for column in (DATETIME, CAMERA):
+        frame[column] = frame[column].fillna("").str.strip() if column in frame.columns else ""
+    # No camera given: the folder a file sits in (a deployment, for the formats that need one).
+    frame[CAMERA] = frame[CAMERA].where(frame[CAMERA] != "", frame[FILE_NAME].map(camera_of))
     frame[LINE] = frame[LINE].astype("int64")
-    return Metadata(frame=frame[[SEQ_ID, FILE_NAME, DATETIME, SOURCE, LINE]], rejected=rejected, sources=tuple(paths))
+    return Metadata(frame=frame[[SEQ_ID, FILE_NAME, DATETIME, CAMERA, SOURCE, LINE]], rejected=rejected,
+                    sources=tuple(paths))
 
+
+#: What a caller asks of a labels header: the exact class list, ``None`` (the header's own) or ``"auto"``.
+ClassSetting = Sequence[str] | Literal["auto"] | None
 
 _TRUE = {"1", "1.0"}
 _FALSE = {"0", "0.0"}
 
 
-def read_labels(
-    path: str, classes: Sequence[str] | None = COMPETITION_CLASSES, strict: bool = False
-) -> Labels:
+def read_labels(path: str, classes: ClassSetting = COMPETITION_CLASSES, strict: bool = False) -> Labels:
     """Read and validate a labels CSV.
 
-    ``classes``: the expected class columns (any order in the file; the result uses this order), or
-    ``None`` to take the class list from the file's header. A missing or unknown class column is a
+    ``classes``: the expected class columns (any order in the file; the result uses this order);
+    ``None`` takes the class list from the file's header, in its order; ``"auto"`` does too, except that
+    a header naming exactly the competition's 54 classes gets the competition's order (so a reordered
+    competition file still trains the same output layout). A missing or unknown class column is a
     file-level error. Duplicate seq_ids and cells other than 0/1 reject the row.
     """
     path = str(path)
@@ -312,17 +319,27 @@ def read_labels(
         raise ContractError(f"{path}: {e}") from None
     if classes is None:
         classes = header_classes
+    elif isinstance(classes, str):
+        if classes != "auto":
+            raise ValueError(f"classes must be a list of names, None or 'auto', got {classes!r}")
+        classes = COMPETITION_CLASSES if set(header_classes) == set(COMPETITION_CLASSES) else header_classes
     else:
         classes = tuple(classes)
         missing = [c for c in classes if c not in header_classes]
         unknown = [c for c in header_classes if c not in classes]
         problems = []
         if missing:
-            problems.append(f"missing class column(s) {missing}")
+            problems.append(f"missing class column(s) {_shorten(missing)}")
         if unknown:
-            problems.append(f"unknown class column(s) {unknown}")
+            problems.append(f"unknown class column(s) {_shorten(unknown)}")
         if problems:
-            raise ContractError(f"{path}: " + "; ".join(problems) + f" (expected {len(classes)} classes)")
+            if classes == COMPETITION_CLASSES:
+                expected = (f"expected the competition's {len(classes)} classes because the recipe says "
+                            f"`classes: competition`; to train on this file's own {len(header_classes)} classes, "
+                            "drop that line or pass --set classes=auto")
+            else:
+                expected = f"expected the {len(classes)} classes of the training labels"
+            raise ContractError(f"{path}: " + "; ".join(problems) + f" ({expected})")
     if df.empty and not rejected:
         raise ContractError(f"{path}: no data rows (header only)")
 
@@ -360,6 +377,12 @@ def read_labels(
     return Labels(
         frame=frame.reset_index(drop=True), classes=tuple(classes), rejected=rejected, source=path, lines=first_line
     )
+
+
+def _shorten(names: Sequence[str], limit: int = 8) -> str:
+    """A list of names for a one-line message: the first ``limit`` and how many more."""
+    shown = repr(list(names[:limit]))
+    return shown if len(names) <= limit else f"{shown[:-1]}, ... {len(names) - limit} more]"
 
 
 def check_coverage(metadata: Metadata, labels: Labels) -> list[RowIssue]:

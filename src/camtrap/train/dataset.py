@@ -19,7 +19,7 @@ import pandas as pd
 
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
-from camtrap.data.contract import RowIssue, check_coverage, read_labels, read_metadata
+from camtrap.data.contract import ClassSetting, RowIssue, check_coverage, read_labels, read_metadata
 from camtrap.data.imageio import ImageDecodeError, decode_image
 from camtrap.data.prepare import ERROR, MANIFEST, STATUS, STATUS_OK
 from camtrap.errors import InputError
@@ -50,11 +50,11 @@ def load_training_table(
     metadata: str | Sequence[str],
     labels: str,
     images_dir: str,
-    classes: Sequence[str] | None = None,
+    classes: ClassSetting = "auto",
 ) -> TrainingTable:
     """Join metadata and labels; drop (and record) rows that cannot be trained on.
 
-    ``classes=None`` takes the class list from the labels header. When ``images_dir`` holds a
+    ``classes``: as :func:`camtrap.data.contract.read_labels` takes it. When ``images_dir`` holds a
     preparation manifest, files that failed to prepare are dropped with the manifest's reason.
     """
     md = read_metadata(metadata)

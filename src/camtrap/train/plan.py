@@ -13,7 +13,7 @@ import pandas as pd
 
 from camtrap.config.recipe import Recipe, StageConfig, crop_long_side
 from camtrap.data.classes import COMPETITION_CLASSES, SEQ_ID
-from camtrap.data.contract import issues_frame
+from camtrap.data.contract import ClassSetting, issues_frame
 from camtrap.errors import InputError
 from camtrap.metrics import class_priors
 from camtrap.runtime import ClusterView, cluster_view
@@ -67,9 +67,9 @@ class TrainingPlan:
         return steps
 
 
-def recipe_classes(recipe: Recipe) -> tuple[str, ...] | None:
-    """The class list a recipe trains on: the competition's 54, or ``None`` (the labels header's)."""
-    return COMPETITION_CLASSES if recipe.classes == "competition" else None
+def recipe_classes(recipe: Recipe) -> ClassSetting:
+    """What the recipe asks of the labels header: the competition's exact 54, or ``"auto"`` / ``None``."""
+    return {"competition": COMPETITION_CLASSES, "labels": None}.get(recipe.classes, "auto")
 
 
 def describe_workers(plan: TrainingPlan) -> str:
