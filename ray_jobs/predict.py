@@ -1,10 +1,20 @@
 """Score a season with Ray Data: flip TTA, geometric means within sequences and across models.
 
+The competition:
+
     python ray_jobs/predict.py --model RUN_DIR/model.pt [--model OTHER/model.pt ...] \
         --metadata test_metadata.csv --images-dir DIR --out submission.csv \
-        [--submission-format submission_format.csv] [--work-dir DIR] [--aggregate gmean|mean|empty-gmean]
+        --submission-format submission_format.csv [--work-dir DIR] [--aggregate gmean|mean|empty-gmean]
 
-Rerunning with the same work dir resumes: images already scored are not scored again.
+A folder of camera-trap images (a folder per camera), results for field tools:
+
+    python ray_jobs/predict.py --model RUN_DIR/model.pt --images-dir CARD/ --out results/ \
+        [--format csv --format camtrap-dp --format megadetector] [--utc-offset +03:00] \
+        [--deployments deployments.csv] [--taxa taxa.csv] [--threshold 0.5]
+
+Without --metadata the images are grouped into sequences per camera folder by their EXIF capture
+times (results/sequences.csv: review it, correct it, pass it back as --metadata). Rerunning with the
+same work dir resumes: images already scored are not scored again.
 """
 
 import argparse
@@ -14,17 +24,33 @@ import _bootstrap  # noqa: F401
 
 from camtrap import cli
 from camtrap.errors import exits_on_input_error
-from camtrap.infer.predict import predict
+from camtrap.export import ExportSettings
+from camtrap.infer.predict import FORMATS, predict
 from camtrap.runtime import init_ray
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.job_parser(__doc__)
     p.add_argument("--model", action="append", required=True, help="model.pt written by train.py; repeat for an ensemble")
-    cli.add_metadata(p)
+    cli.add_sequences(p)
     cli.add_images_dir(p, help="raw or prepared images, folder or URI")
-    p.add_argument("--out", required=True, help="submission CSV to write")
+    p.add_argument("--out", required=True,
+                   help="the submission CSV (with --format submission alone), else a folder for the formats")
+    p.add_argument("--format", action="append", choices=list(FORMATS), default=None, dest="formats",
+                   help="repeatable; default: submission when --submission-format is given or --out names a .csv "
+                        "file, else csv, camtrap-dp and megadetector")
     p.add_argument("--submission-format", default=None, help="row and column order of the submission")
+    p.add_argument("--threshold", type=float, default=ExportSettings.threshold,
+                   help="a class at or above this sequence probability is reported present (default %(default)s)")
+    p.add_argument("--taxa", default=None,
+                   help="class -> taxon CSV (class,scientificName[,taxonRank,vernacularName,observationType,sex]); "
+                        "default: the packaged Snapshot Serengeti list, other classes keep their names")
+    p.add_argument("--deployments", default=None,
+                   help="Camtrap DP deployments CSV by deploymentID (= camera folder): coordinates and setup")
+    p.add_argument("--package-metadata", default=None,
+                   help="JSON object merged into Camtrap DP's datapackage.json (project, contributors, licenses)")
+    p.add_argument("--utc-offset", default=ExportSettings.utc_offset,
+                   help="the camera clocks' offset from UTC, +HH:MM (default %(default)s)")
     p.add_argument("--work-dir", default=None, help="per-image predictions (Parquet parts); default OUT_work/")
     p.add_argument("--aggregate", choices=["gmean", "mean", "empty-gmean"], default="gmean",
                    help="within a sequence and across models (default gmean, the 2nd place's)")
@@ -48,9 +74,12 @@ def main(argv=None) -> int:
         submission_format=args.submission_format, work_dir=args.work_dir, how=args.aggregate,
         batch_size=args.batch_size, use_gpu=args.use_gpu, actors_per_model=args.actors_per_model,
         rows_per_task=args.rows_per_task, overwrite=args.overwrite, connect=lambda: init_ray(args.address),
+        formats=args.formats, sequence_gap=args.sequence_gap,
+        export=ExportSettings(threshold=args.threshold, taxa=args.taxa, deployments=args.deployments,
+                              package_metadata=args.package_metadata, utc_offset=args.utc_offset),
     )
     if summary.processed == 0:
-        print("predict: nothing to score, every image is already scored; the submission was rewritten from "
+        print("predict: nothing to score, every image is already scored; the outputs were rewritten from "
               "the saved results")
     print(summary)
     return 0

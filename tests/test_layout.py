@@ -1,6 +1,7 @@
 """The package's shape, read from its imports: data flows one way through the pipeline's stages.
 
-config -> data -> train -> tune -> infer -> evaluate. Shared plumbing (errors, runtime, metrics,
+config -> data -> export -> train -> tune -> infer -> evaluate (export: the output formats a scoring
+run writes from a scored season; it needs only data). Shared plumbing (errors, runtime, metrics,
 model_file, run_layout, cli) sits beside the stages and imports only config and data; the tools (demo,
 bench) may use everything and nothing in the pipeline uses them.
 """
@@ -16,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "camtrap"
 
-STAGES = ("config", "data", "train", "tune", "infer", "evaluate")
+STAGES = ("config", "data", "export", "train", "tune", "infer", "evaluate")
 PLUMBING = ("errors", "runtime", "metrics", "model_file", "run_layout", "cli", "console")
 TOOLS = ("demo", "bench")
 #: Lines of a module above which its size needs a reason (see the closing note of the layout issue).
@@ -91,12 +92,14 @@ def test_the_rule_itself_refuses_backward_imports():
     assert not _allowed("data", "train")
     assert not _allowed("evaluate", "bench")
     assert not _allowed("model_file", "train")
+    assert not _allowed("export", "infer") and not _allowed("export", "train")
     assert _allowed("infer", "train") and _allowed("bench", "train") and _allowed("train", "metrics")
 
 
 @pytest.mark.parametrize("module", ["camtrap.evaluate.report", "camtrap.evaluate.submission", "camtrap.evaluate.sweep",
                                     "camtrap.run_layout",
-                                    "camtrap.model_file", "camtrap.config.recipe", "camtrap.data.frames"])
+                                    "camtrap.model_file", "camtrap.config.recipe", "camtrap.data.frames",
+                                    "camtrap.data.sequences", "camtrap.export"])
 def test_torch_free_modules_do_not_import_torch(module):
     """Reading a submission or a run, validating a recipe and decoding frames for scoring never pay for
     torch (seconds and hundreds of MB per process)."""

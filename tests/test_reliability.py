@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -400,6 +401,31 @@ def test_predict_killed_and_rerun_equals_an_uninterrupted_run(full_size, tmp_pat
     assert f"{n_images - scored_before} images scored this run" in rerun.stdout
     assert list(got["seq_id"]) == list(ref["seq_id"]) and got["seq_id"].is_unique  # none lost or doubled
     np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), ref.iloc[:, 1:].to_numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_folder_scoring_killed_and_rerun_equals_an_uninterrupted_run(full_size, tmp_path):
+    """No metadata: sequences from the folder, every field format; killed and rerun, the same outputs."""
+    images = str(full_size / "data" / "images")
+    model = untrained_model_file(str(tmp_path / "m" / "model.pt"), long_side=64)
+    fmt = ["csv", "megadetector"]
+    predict([model], None, images, str(tmp_path / "ref"), batch_size=8, formats=fmt)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(REPO / "ray_jobs" / "predict.py"), "--model", model, "--images-dir", images,
+           "--out", str(out), "--batch-size", "8", "--rows-per-task", "8", "--format", "csv", "--format", "megadetector"]
+    parts = tmp_path / "killed_work" / PARTS_DIR
+    proc = subprocess.Popen(cmd, env=_driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _kill_when(proc, lambda: len(list(parts.glob("part-*.parquet"))) >= 1)
+    assert not (out / "predictions.csv").exists()
+    scored_before = sum(len(pd.read_parquet(p)) for p in parts.glob("part-*.parquet"))
+    rerun = subprocess.run(cmd, env=_driver_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    n_images = len(pd.read_csv(out / "sequences.csv"))
+    assert 0 < scored_before < n_images
+    assert f"{n_images - scored_before} images scored this run" in rerun.stdout
+    for name in ("sequences.csv", "predictions.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    got, ref = (json.loads((d / "megadetector.json").read_text()) for d in (out, tmp_path / "ref"))
+    assert got["images"] == ref["images"] and len(got["images"]) == n_images
 
 
 # ---------------------------------------------------------------------------------------------- security

@@ -4,8 +4,7 @@ Layout (Snapshot Serengeti / Hakuna Ma-data):
 
 * metadata CSV: ``seq_id, file_name[, datetime][, camera]``; ``file_name`` is relative to an images
   directory; ``camera`` (a deployment) defaults to the folder the file sits in. Other columns are ignored.
-* labels CSV: ``seq_id`` then one 0/1 column per class. The class list is the competition's 54 columns
-  unless the caller passes another, or asks for the one in the file's header.
+* labels CSV: ``seq_id`` then one 0/1 column per class; the caller says which class list it expects.
 
 Two kinds of problems, handled differently on purpose:
 
@@ -327,18 +326,13 @@ def read_labels(path: str, classes: ClassSetting = COMPETITION_CLASSES, strict: 
         classes = tuple(classes)
         missing = [c for c in classes if c not in header_classes]
         unknown = [c for c in header_classes if c not in classes]
-        problems = []
-        if missing:
-            problems.append(f"missing class column(s) {_shorten(missing)}")
-        if unknown:
-            problems.append(f"unknown class column(s) {_shorten(unknown)}")
+        problems = [f"{what} class column(s) {_shorten(names)}" for what, names in
+                    (("missing", missing), ("unknown", unknown)) if names]
         if problems:
-            if classes == COMPETITION_CLASSES:
-                expected = (f"expected the competition's {len(classes)} classes because the recipe says "
-                            f"`classes: competition`; to train on this file's own {len(header_classes)} classes, "
-                            "drop that line or pass --set classes=auto")
-            else:
-                expected = f"expected the {len(classes)} classes of the training labels"
+            expected = (f"expected the competition's {len(classes)} classes because the recipe says `classes: "
+                        f"competition`; to train on this file's own {len(header_classes)} classes, drop that line "
+                        "or pass --set classes=auto") if classes == COMPETITION_CLASSES else (
+                        f"expected the {len(classes)} classes of the training labels")
             raise ContractError(f"{path}: " + "; ".join(problems) + f" ({expected})")
     if df.empty and not rejected:
         raise ContractError(f"{path}: no data rows (header only)")
@@ -381,8 +375,7 @@ def read_labels(path: str, classes: ClassSetting = COMPETITION_CLASSES, strict: 
 
 def _shorten(names: Sequence[str], limit: int = 8) -> str:
     """A list of names for a one-line message: the first ``limit`` and how many more."""
-    shown = repr(list(names[:limit]))
-    return shown if len(names) <= limit else f"{shown[:-1]}, ... {len(names) - limit} more]"
+    return repr(list(names)) if len(names) <= limit else f"{list(names[:limit])!r}"[:-1] + f", ... {len(names) - limit} more]"
 
 
 def check_coverage(metadata: Metadata, labels: Labels) -> list[RowIssue]:

@@ -27,12 +27,15 @@ import pandas as pd
 from camtrap import model_file
 from camtrap.console import Progress
 from camtrap.data import storage
-from camtrap.data.classes import FILE_NAME, SEQ_ID
-from camtrap.data.contract import read_metadata
+from camtrap.data.classes import DATETIME, FILE_NAME, SEQ_ID
+from camtrap.data.contract import Metadata, read_metadata
 from camtrap.data.frames import ERROR, IMAGE, decode_batch
 from camtrap.data.prepare import refuse_output_inside_images
 from camtrap.data.resume import PartLog
+from camtrap.data.sequences import CAMERA, SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import InputError
+from camtrap.export import FIELD_FORMATS, ExportSettings, ScoredSeason, write_field_formats
+from camtrap.export.camtrap_dp import parse_utc_offset
 from camtrap.infer.actors import ActorPlan, plan_actors
 from camtrap.infer.predictor import FlipTTAPredictor, prob_column
 from camtrap.infer.submission import (
@@ -64,16 +67,68 @@ class ScoreSummary:
     failed_sequences: int
     processed: int
     seconds: float
-    out: str
+    outputs: dict[str, str]
+
+    @property
+    def out(self) -> str:
+        """The first output written (the submission CSV when that is the only format)."""
+        return next(iter(self.outputs.values()))
 
     def __str__(self) -> str:
         rate = self.processed / self.seconds if self.seconds > 0 else float("nan")
+        where = "; ".join(f"{name}: {path}" for name, path in self.outputs.items())
         return (
             f"predict: {self.sequences} sequences, {self.images} images ({self.image_errors} failed to decode; "
             f"{self.failed_sequences} sequences with no usable image got the class priors, see "
             f"{FAILED_SEQUENCES_FILE}); {self.processed} images scored this run at {rate:.1f} img/s "
-            f"in {self.seconds:.1f}s; submission: {self.out}"
+            f"in {self.seconds:.1f}s; {where}"
         )
+
+
+SUBMISSION = "submission"
+#: Every ``--format``: the competition's submission CSV and the field formats.
+FORMATS = (SUBMISSION, *FIELD_FORMATS)
+SUBMISSION_FILE = "submission.csv"
+
+
+def resolve_formats(formats: Sequence[str] | None, submission_format: str | None, out: str) -> list[str]:
+    """The formats to write: the given ones; else the competition submission when there is a format file or
+    ``out`` names a ``.csv`` file; else every field format (``out`` is then a folder)."""
+    if not formats:
+        wants_csv = submission_format is not None or str(out).lower().endswith(".csv")
+        return [SUBMISSION] if wants_csv else list(FIELD_FORMATS)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise InputError(f"--format {unknown[0]!r}: expected one of {list(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a scoring run writes: one submission CSV, or a folder of formats."""
+
+    out: str
+    folder: bool
+    work_dir: str
+
+    @classmethod
+    def plan(cls, out: str, formats: Sequence[str], work_dir: str | None) -> OutputPaths:
+        out = str(out)
+        folder = list(formats) != [SUBMISSION]
+        if folder and out.lower().endswith(".csv"):
+            raise InputError(f"--out {out}: with --format {' '.join(formats)} --out is a folder (each format is a "
+                             f"file or folder inside it); only `--format {SUBMISSION}` alone writes one CSV")
+        default_work = (out.rstrip("/\\") if folder else os.path.splitext(out)[0]) + "_work"
+        return cls(out=out, folder=folder, work_dir=str(work_dir or default_work))
+
+    @property
+    def submission(self) -> str:
+        return storage.join(self.out, SUBMISSION_FILE) if self.folder else self.out
+
+    @property
+    def sequences(self) -> str:
+        """Where a folder's inferred sequences go: inside the output folder, or beside the submission."""
+        return storage.join(self.out, SEQUENCES_FILE) if self.folder else os.path.splitext(self.out)[0] + "_" + SEQUENCES_FILE
 
 
 def model_metadata(paths: Sequence[str]) -> list[dict]:
@@ -127,7 +182,7 @@ def score_images(
 
 def predict(
     model_paths: Sequence[str],
-    metadata: str | Sequence[str],
+    metadata: str | Sequence[str] | None,
     images_dir: str,
     out: str,
     submission_format: str | None = None,
@@ -139,19 +194,33 @@ def predict(
     rows_per_task: int = 64,
     overwrite: bool = False,
     connect: Callable[[], object] | None = None,
+    formats: Sequence[str] | None = None,
+    sequence_gap: float | None = None,
+    export: ExportSettings = ExportSettings(),
 ) -> tuple[ScoreSummary, pd.DataFrame]:
-    """Score a season and write the submission CSV; rerunning with the same work dir resumes.
+    """Score a season and write its outputs; rerunning with the same work dir resumes.
 
-    ``use_gpu`` None: GPUs if the cluster has or can add them; ``actors_per_model`` None: a pool sized
-    from the cluster (:func:`camtrap.infer.actors.plan_actors`). Every input is checked first (model
-    files, metadata, submission format, the work dir's state); ``connect`` (a job's start or join of
-    Ray) is called only then, and only when there is something to score.
+    ``formats`` (:func:`resolve_formats`): the competition submission at ``out``, or a folder ``out`` of
+    field formats. ``metadata`` None: the images are grouped into sequences from their capture times
+    (:func:`camtrap.data.sequences.metadata_or_sequences`). ``use_gpu`` None: GPUs if the cluster has or
+    can add them; ``actors_per_model`` None: a pool sized from the cluster
+    (:func:`camtrap.infer.actors.plan_actors`). Every input is checked first (model files, metadata,
+    submission format, the work dir's state); ``connect`` (a job's start or join of Ray) is called only
+    then, and only when there is something to score. Returns the summary and the sequence probabilities.
     """
     start = time.perf_counter()
     metas = model_metadata(model_paths)
-    for flag, path in (("--out", str(out)), ("--work-dir", work_dir)):
-        if path is not None:
-            refuse_output_inside_images(path, images_dir, flag)
+    formats = resolve_formats(formats, submission_format, out)
+    if submission_format is not None and SUBMISSION not in formats:
+        raise InputError("--submission-format orders the competition submission: add --format submission")
+    paths = OutputPaths.plan(out, formats, work_dir)
+    for flag, path in (("--out", paths.out), ("--work-dir", paths.work_dir)):
+        refuse_output_inside_images(path, images_dir, flag)
+    if export.utc_offset:
+        parse_utc_offset(export.utc_offset)
+    if isinstance(metadata, str):
+        metadata = [metadata]
+    metadata = metadata_or_sequences(metadata, images_dir, paths.sequences, sequence_gap, job="predict")
     md = read_metadata(metadata)
     rejected = pd.DataFrame({FILE_NAME: [i.file_name or "" for i in md.rejected],
                              SEQ_ID: [i.seq_id or "" for i in md.rejected],
@@ -161,8 +230,7 @@ def predict(
     columns = list(metas[0]["classes"])
     if submission_format is not None:
         seq_order, columns = submission_order(submission_format, seq_order, columns)
-    work_dir = work_dir or (os.path.splitext(str(out))[0] + "_work")
-    log = PartLog(storage.join(work_dir, PARTS_DIR), key=FILE_NAME,
+    log = PartLog(storage.join(paths.work_dir, PARTS_DIR), key=FILE_NAME,
                   columns=[FILE_NAME, SEQ_ID, ERROR] + [prob_column(i) for i in range(len(metas))])
     # Keyed to the models' content, not their paths: a retrained model.pt at the same path is a new model.
     log.pin_settings({"models": [str(p) for p in model_paths], "model_sha256": [m["sha256"] for m in metas],
@@ -187,12 +255,33 @@ def predict(
     # Floating-point sums depend on order: sort so a resumed run writes the very same bytes.
     results = results.sort_values(FILE_NAME, kind="stable").reset_index(drop=True)
     submission, failed = aggregate_submission(results, seq_order, metas, how)
-    submission = submission[[SEQ_ID, *columns]]
-    write_submission(submission, out)
-    storage.write_bytes_atomic(storage.join(work_dir, FAILED_SEQUENCES_FILE), failed.to_csv(index=False).encode())
+    ordered = submission[[SEQ_ID, *columns]]
+    storage.write_bytes_atomic(storage.join(paths.work_dir, FAILED_SEQUENCES_FILE), failed.to_csv(index=False).encode())
+    written: dict[str, str] = {}
+    if SUBMISSION in formats:
+        write_submission(ordered, paths.submission)
+        written[SUBMISSION] = paths.submission
+    field_formats = [f for f in formats if f != SUBMISSION]
+    if field_formats:
+        season = ScoredSeason(classes=list(metas[0]["classes"]), sequences=submission.set_index(SEQ_ID),
+                              images=_image_outcomes(md, results, rejected), failed=failed, models=metas,
+                              images_dir=str(images_dir))
+        files, warnings = write_field_formats(season, field_formats, paths.out, export)
+        for warning in warnings:
+            print(f"predict: warning: {warning}", flush=True)
+        written.update(files)
     summary = ScoreSummary(
         sequences=len(submission), images=md.num_input_rows,
         image_errors=int((results[ERROR] != "").sum()), failed_sequences=len(failed),
-        processed=processed, seconds=time.perf_counter() - start, out=str(out),
+        processed=processed, seconds=time.perf_counter() - start, outputs=written,
     )
-    return summary, submission
+    return summary, ordered
+
+
+def _image_outcomes(md: Metadata, results: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
+    """Every input image with its outcome: the metadata's rows (scored or not) and its rejected rows."""
+    errors = results.drop_duplicates(FILE_NAME).set_index(FILE_NAME)[ERROR]
+    images = md.frame[[SEQ_ID, FILE_NAME, DATETIME, CAMERA]].copy()
+    images[ERROR] = images[FILE_NAME].map(errors).fillna("not scored")
+    bad = rejected[rejected[SEQ_ID] != ""].assign(**{DATETIME: "", CAMERA: ""})
+    return pd.concat([images, bad[[SEQ_ID, FILE_NAME, DATETIME, CAMERA, ERROR]]], ignore_index=True)
