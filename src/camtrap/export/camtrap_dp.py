@@ -26,7 +26,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
@@ -90,28 +90,36 @@ def _iso(value: dt.datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
-def _file_times(images_dir: str, names: Iterable[str], zone: dt.timezone) -> dict[str, dt.datetime]:
-    """Modification times of files (local clock, in ``zone``), for images with no capture time."""
-    out: dict[str, dt.datetime] = {}
-    for name in names:
+def _file_times(images_dir: str, names: list[str], zone: dt.timezone) -> dict[str, dt.datetime]:
+    """Modification times of files (in ``zone``), for images with no capture time; one stat per file,
+    in threads (on object storage each is a request)."""
+
+    def one(name: str) -> dt.datetime | None:
         fs, inner = storage.get_fs(storage.join(images_dir, name))
         try:
             info = fs.info(inner)
         except (OSError, ValueError):
-            continue
+            return None
         stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
         if isinstance(stamp, (int, float)):
-            out[name] = dt.datetime.fromtimestamp(stamp, dt.timezone.utc).astimezone(zone)
-        elif isinstance(stamp, dt.datetime):
-            out[name] = (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).astimezone(zone)
-    return out
+            return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).astimezone(zone)
+        if isinstance(stamp, dt.datetime):
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).astimezone(zone)
+        return None
+
+    if names:
+        print(f"predict: camtrap-dp: {len(names)} images have no capture time; their files' modification times "
+              "stand in (mediaComments says so)", flush=True)
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        found = dict(zip(names, pool.map(one, names)))
+    return {name: when for name, when in found.items() if when is not None}
 
 
 def media_table(season: ScoredSeason, zone: dt.timezone) -> pd.DataFrame:
     """One media row per image whose file name is valid (the metadata's rejected rows have none)."""
     images = season.images[season.images[CAMERA] != ""].copy()
     times = capture_times(images)
-    untimed = images.loc[times.isna().to_numpy(), FILE_NAME]
+    untimed = list(images.loc[times.isna().to_numpy(), FILE_NAME])
     fallback = _file_times(season.images_dir, untimed, zone)
     stamps, comments = [], []
     for name, when, error in zip(images[FILE_NAME], times, images[ERROR]):
