@@ -32,6 +32,9 @@ def test_sweep_runs_every_trial_and_writes_a_usable_best_recipe(data, capsys):
     assert load_job("tune").main(argv) == 0
     printed = capsys.readouterr().out
     assert "tune: 3 trials" in printed
+    # One line per trial event instead of Tune's boxes and status tables.
+    assert printed.count(" started: ") == 3 and printed.count("trials done") == 3, printed
+    assert "Trial status" not in printed and "Configuration for experiment" not in printed, printed
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 3
     assert set(results["status"]) <= {"completed", "stopped_early"}

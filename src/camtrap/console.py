@@ -30,8 +30,10 @@ def verbose() -> bool:
 
 #: What a healthy run's Ray workers print that says nothing to a user: an actor whose constructor
 #: arguments sit in the object store and that may restart (ray-project/ray#53727), logged at ERROR level
-#: by Ray's C++ core for Ray Train's and Ray Data's own actors.
-HARMLESS = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store")
+#: by Ray's C++ core for Ray Train's and Ray Data's own actors; and Ray Train's placement-group cleaner
+#: reporting, after every finished trial of a sweep, that it released the finished run's resources.
+HARMLESS = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store"
+                      r"|Detected that the Ray Train controller actor .* is dead\. Cleaning up placement group")
 #: The file, in the Ray session's logs folder, that gets what native code writes to a job's stderr.
 NATIVE_STDERR_LOG = "camtrap-driver-native-stderr.log"
 

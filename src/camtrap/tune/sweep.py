@@ -29,6 +29,7 @@ from camtrap.config.tune_space import (
     trial_epochs,
     validate_against_recipe,
 )
+from camtrap.console import verbose
 from camtrap.data import storage
 from camtrap.errors import InputError
 from camtrap.run_layout import SWEEP_NAME, SweepLayout
@@ -78,6 +79,7 @@ def run_sweep(
 
     from camtrap.runtime import state_api_available
     from camtrap.train.plan import recipe_classes
+    from camtrap.tune.progress import SweepProgress
 
     if not state_api_available():
         raise SweepError(
@@ -100,6 +102,10 @@ def run_sweep(
         {"CPU": TRIAL_CPU},
     )
     path = storage.join(out_dir, SWEEP_NAME)
+    total = num_samples or space.num_samples
+    print(f"tune: {total} trials of {space.name} ({space.scheduler.type}, at most "
+          f"{max_concurrent or space.max_concurrent} at once), each up to {trial_epochs(space, recipe)} epochs; "
+          f"Tune's own state: {path}", flush=True)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
     else:
@@ -116,7 +122,7 @@ def run_sweep(
                 metric=space.metric,
                 mode=space.mode,
                 scheduler=scheduler,
-                num_samples=num_samples or space.num_samples,
+                num_samples=total,
                 search_alg=BasicVariantGenerator(
                     max_concurrent=max_concurrent or space.max_concurrent, random_state=space.search.seed
                 ),
@@ -125,9 +131,23 @@ def run_sweep(
                 name=SWEEP_NAME,
                 storage_path=out_dir,
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                # Tune's status tables and per-trial boxes only with --verbose: SweepProgress says what matters.
+                verbose=None if verbose() else 0,
+                callbacks=[SweepProgress(total, space.metric, space.mode, trial_epochs(space, recipe))],
             ),
         )
-    grid = tuner.fit()
+    # Tune's new console engine prints its configuration box whatever the verbosity; the legacy one at
+    # verbosity 0 prints nothing. Read by this (the driver's) process when the run starts.
+    engine = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if not verbose():
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        grid = tuner.fit()
+    finally:
+        if engine is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = engine
     summary = summarize_sweep(grid, space, recipe, out_dir)
     summary.seconds = time.perf_counter() - start
     return summary
