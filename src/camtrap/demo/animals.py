@@ -30,6 +30,8 @@ _GROUND_MARGIN = 0.04  # the farthest animals stand this far below the highest h
 _NEAREST_BOTTOM = 0.97  # ... the nearest with their feet this far down the frame
 _SHADOW_STRENGTH = 0.35
 _NIGHT_MIN_LIGHT = 0.3  # the flash still catches an animal near the horizon: dim, not black
+_NIGHT_ANIMAL_GAIN = 1.2  # an animal stands up into the flash: lit more than the ground at its feet
+_NIGHT_FUR = (0.75, 0.25)  # gray = a * luma + b: fur reflects infrared, even dark coats come out light gray
 _BELLY_HALF_WIDTH = 0.45  # a white belly between the legs, in shape units
 
 
@@ -185,10 +187,10 @@ def place_animals(
             drift = float(rng.normal(0, _DRIFT_SIGMA)) * h
             xs = [float(np.clip(x + k * speed, 0, w)) for k in range(num_frames)]
             ys = [bottom + k * drift for k in range(num_frames)]
-            if night_gain is not None:  # infrared: fur reflects; lit like the ground it stands on
-                flash = float(flash_light(x / w, (bottom - 0.3 * ah) / h)) * night_gain
+            if night_gain is not None:  # infrared: fur reflects; lit a little more than the ground it stands on
+                flash = float(flash_light(x / w, (bottom - 0.3 * ah) / h)) * night_gain * _NIGHT_ANIMAL_GAIN
                 light = min(1.0, max(_NIGHT_MIN_LIGHT, flash))
-                rgb = np.clip((rgb @ LUMA) * 0.9 + 0.12, 0, 1) * light
+                rgb = np.clip((rgb @ LUMA) * _NIGHT_FUR[0] + _NIGHT_FUR[1], 0, 1) * light
             rgb = np.ascontiguousarray(rgb * np.float32(255.0))
             animals.append(Animal(rgb, np.ascontiguousarray(alpha), xs, ys))
     return sorted(animals, key=lambda a: a.bottom_y[0])  # far ones first
