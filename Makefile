@@ -41,7 +41,7 @@ demo: install
 		--labels $(DEMO_DIR)/data/test_labels.csv --metadata $(DEMO_DIR)/data/test_metadata.csv \
 		--images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/report
 
-# A 3-trial ASHA sweep of cpu_tiny on the demo data `make demo` prepared (about 3 minutes on 2 CPUs).
+# A 3-trial ASHA sweep of cpu_tiny on the demo data `make demo` prepared (a few minutes on 2 CPUs).
 demo-tune: install
 	$(PY) ray_jobs/tune.py --space cpu_smoke --recipe cpu_tiny --metadata $(DEMO_DIR)/data/train_metadata.csv \
 		--labels $(DEMO_DIR)/data/train_labels.csv --images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/sweep
