@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_run
-DEMO_SEQUENCES ?= 480
+DEMO_SEQUENCES ?= 720
 DEMO_SPECIES ?= zebra,elephant,giraffe
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.5
@@ -41,7 +41,7 @@ demo: install
 		--labels $(DEMO_DIR)/data/test_labels.csv --metadata $(DEMO_DIR)/data/test_metadata.csv \
 		--images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/report
 
-# A 3-trial ASHA sweep of cpu_tiny on the demo data `make demo` prepared (about 3 minutes on 2 CPUs).
+# A 3-trial ASHA sweep of cpu_tiny on the demo data `make demo` prepared (a few minutes on 2 CPUs).
 demo-tune: install
 	$(PY) ray_jobs/tune.py --space cpu_smoke --recipe cpu_tiny --metadata $(DEMO_DIR)/data/train_metadata.csv \
 		--labels $(DEMO_DIR)/data/train_labels.csv --images-dir $(DEMO_DIR)/prepared --out $(DEMO_DIR)/sweep

@@ -241,7 +241,7 @@ def test_overrides() -> None:
         base, ["stages.0.lr=0.01", "amp=off", "validation.fraction=0.2", "stages.-1.epochs=1"]
     )
     assert (r.stages[0].lr, r.amp, r.validation.fraction, r.stages[1].epochs) == (0.01, "off", 0.2, 1)
-    assert base.stages[0].lr == 0.003  # the original is untouched
+    assert base.stages[0].lr == 0.002  # the original is untouched
     # Switching the kind of validation split clears the other kind.
     r = apply_overrides(base, ["validation.prefix=S2/"])
     assert r.validation.kind == "prefix" and r.validation.fraction is None

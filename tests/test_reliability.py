@@ -239,7 +239,7 @@ def test_a_run_dir_refuses_another_recipe(field, capsys):
     capsys.readouterr()
     assert load_job("train").main(args) == 2
     err = capsys.readouterr().err
-    assert "another recipe" in err and "stages.0.lr: 0.003 -> 0.01" in err and "--overwrite" in err
+    assert "another recipe" in err and "stages.0.lr: 0.002 -> 0.01" in err and "--overwrite" in err
 
 
 @pytest.mark.parametrize("job", ["prepare", "train", "predict"])

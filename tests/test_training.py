@@ -59,7 +59,9 @@ def test_training_learns_and_beats_the_prior_baseline(trained):
     best = summary.stages[-1]
     prior = history["val_prior_metric"].iloc[0]
     assert best.prior_metric == pytest.approx(prior)
-    assert best.best_val_metric < 0.85 * prior, (best.best_val_metric, prior)
+    # The demo recipe on this CI-sized demo data: 0.54 of the prior when measured (0.77 before the demo
+    # data and recipe were made to learn); the bound leaves room for run-to-run noise.
+    assert best.best_val_metric < 0.65 * prior, (best.best_val_metric, prior)
     # The image-level loss and the sequence-level metric are both reported.
     assert {"val_loss", "val_metric", "images_per_s", "lr"} <= set(history.columns)
     assert (history["images_per_s"] > 0).all()

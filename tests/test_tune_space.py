@@ -179,7 +179,7 @@ def test_trial_recipe_cpu_smoke(tiny: Recipe) -> None:
     assert [s.name for s in t.stages] == ["s96"]
     s = t.stages[0]
     assert (s.lr, s.warmup_epochs, s.crop_ratio, s.epochs) == (0.004, 0.25, 1.15, 2)
-    assert (s.min_lr, s.batch_size, s.long_side) == (tiny.stages[0].min_lr, 16, 96)
+    assert (s.min_lr, s.batch_size, s.long_side) == (tiny.stages[0].min_lr, 8, 96)
 
 
 def test_trial_recipe_with_sampled_values(tiny: Recipe) -> None:

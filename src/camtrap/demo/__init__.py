@@ -6,8 +6,9 @@ train, tune, predict, score) reads the same files as in the competition: ``image
 generator writes those files from a seed, with the properties the pipeline must cope with: full-size
 JPEGs in 4:3 and 16:9, sequences of 1-3 frames that share one scene, night frames stored as grayscale
 (mode ``L``) or as RGB with R=G=B, about two thirds ``empty`` sequences and a few with two species.
-Animals are drawn silhouettes, one shape, colour and coat pattern per species, big enough to survive a
-resize to a 128-pixel long side, so a small CNN trained from scratch on a CPU learns them in minutes: a
+Animals are drawn silhouettes, one shape, colour and coat pattern per species, most of them big enough
+to survive a resize to a 128-pixel long side (about one in ten stands far off, small; night animals are
+dim where the flash is weak), so a small CNN trained from scratch on a CPU learns them in minutes: a
 real end-to-end check, not just a smoke test. The same seed gives byte-identical files.
 
 Modules: :mod:`.planning` (sequences, sites, times, labels), :mod:`.scenes` (backgrounds, night,

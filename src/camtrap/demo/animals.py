@@ -19,7 +19,8 @@ from camtrap.demo.scenes import LUMA, capsule_mask, flash_light, shade_ellipse
 from camtrap.demo.species import ACCENT, HORN, SHADE, Style
 
 _HERD_P = (0.6, 0.25, 0.15)  # 1, 2, 3 individuals of one species
-_SCALE_RANGE = (0.15, 0.40)  # animal height as a fraction of the image height
+_SCALE_RANGE = (0.18, 0.50)  # animal height as a fraction of the image height
+_NEAR_POWER = 0.6  # distance u ** this, u uniform: most animals in the near half, about 1 in 10 far off
 _SCALE_JITTER = 0.03  # spread of that height around what the distance says
 _MIN_ANIMAL_PX = 4
 _STRETCH_RANGE = (0.9, 1.1)  # individuals are a little longer or shorter than their species' plan
@@ -28,6 +29,9 @@ _DRIFT_SIGMA = 0.005  # up or down the image per frame, a share of its height
 _GROUND_MARGIN = 0.04  # the farthest animals stand this far below the highest horizon point ...
 _NEAREST_BOTTOM = 0.97  # ... the nearest with their feet this far down the frame
 _SHADOW_STRENGTH = 0.35
+_NIGHT_MIN_LIGHT = 0.3  # the flash still catches an animal near the horizon: dim, not black
+_NIGHT_ANIMAL_GAIN = 1.2  # an animal stands up into the flash: lit more than the ground at its feet
+_NIGHT_FUR = (0.75, 0.25)  # gray = a * luma + b: fur reflects infrared, even dark coats come out light gray
 _BELLY_HALF_WIDTH = 0.45  # a white belly between the legs, in shape units
 
 
@@ -162,7 +166,7 @@ def place_animals(
     for name in labels:
         herd = 1 + int(rng.choice(len(_HERD_P), p=_HERD_P)) if len(labels) == 1 else 1
         for _ in range(herd):
-            near = float(rng.uniform(0.0, 1.0))  # 0: at the horizon, 1: at the camera
+            near = float(rng.uniform(0.0, 1.0)) ** _NEAR_POWER  # 0: at the horizon, 1: at the camera
             scale = float(
                 np.clip(
                     _SCALE_RANGE[0]
@@ -183,9 +187,10 @@ def place_animals(
             drift = float(rng.normal(0, _DRIFT_SIGMA)) * h
             xs = [float(np.clip(x + k * speed, 0, w)) for k in range(num_frames)]
             ys = [bottom + k * drift for k in range(num_frames)]
-            if night_gain is not None:  # infrared: fur reflects; lit like the ground it stands on
-                light = min(1.0, float(flash_light(x / w, (bottom - 0.3 * ah) / h)) * night_gain)
-                rgb = np.clip((rgb @ LUMA) * 0.9 + 0.12, 0, 1) * light
+            if night_gain is not None:  # infrared: fur reflects; lit a little more than the ground it stands on
+                flash = float(flash_light(x / w, (bottom - 0.3 * ah) / h)) * night_gain * _NIGHT_ANIMAL_GAIN
+                light = min(1.0, max(_NIGHT_MIN_LIGHT, flash))
+                rgb = np.clip((rgb @ LUMA) * _NIGHT_FUR[0] + _NIGHT_FUR[1], 0, 1) * light
             rgb = np.ascontiguousarray(rgb * np.float32(255.0))
             animals.append(Animal(rgb, np.ascontiguousarray(alpha), xs, ys))
     return sorted(animals, key=lambda a: a.bottom_y[0])  # far ones first

@@ -131,7 +131,7 @@ def _elephant() -> Style:
         _ell(SHADE, 0.36, -0.08, 0.17, 0.25),
         *_poly(HORN, [(0.6, 0.05), (0.7, 0.18), (0.8, 0.2)], 0.024),
     ]  # fmt: skip
-    return Style(tuple(shapes), "wrinkled", main=(0.57, 0.53, 0.49), horn=(0.93, 0.9, 0.8), freq=14.0)
+    return Style(tuple(shapes), "wrinkled", main=(0.45, 0.42, 0.39), horn=(0.93, 0.9, 0.8), freq=14.0)
 
 
 def _giraffe() -> Style:
