@@ -16,8 +16,9 @@ pixel of the frame and LANCZOS-resizes it: the bytes above. ``fast`` lets libjpe
 1/4 or 1/8 scale in the DCT domain (PIL's ``Image.draft``), at the smallest scale whose both sides are
 still at least twice the output size (:data:`FAST_DECODE_MARGIN`), then applies the same LANCZOS resize
 to the same output size. On full-size frames that is about 2.4x less decode time, at a mean absolute
-pixel difference under 1 (not zero: the DCT-domain downscale is another filter), so the mode is recorded wherever pixels are made (prepared folder,
-``model.pt``) and a mix is refused (:mod:`camtrap.data.decoding`). Other formats decode the same in both.
+pixel difference under 1 (not zero: the DCT-domain downscale is another filter), so the mode is recorded
+wherever pixels are made (prepared folder, ``model.pt``) and a mix is refused
+(:mod:`camtrap.data.decoding`). Other formats decode the same in both.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ FAST_DECODE_MAX_MAD: float = 1.5
 #: ``fast`` decodes at the smallest DCT scale still at least this many times the output size, so LANCZOS
 #: does the last halving with its own antialiasing. Measured on the real full-size frames of
 #: ``shared/data/real`` (16 frames, 2048x1536 and 1046x802-3264x2448, to 512): a margin of 1 (decode
-#: straight at the output size, 2048 -> 1/4) was 6x faster than exact but at MAD 2.4 (worst frame 5.1), over
-#: :data:`FAST_DECODE_MAX_MAD`; a margin of 2 (2048 -> 1/2, then LANCZOS) was 2.4x faster at MAD 0.6
+#: straight at the output size, 2048 -> 1/4) was 6x faster than exact but at MAD 2.4 (worst frame 5.1),
+#: over :data:`FAST_DECODE_MAX_MAD`; a margin of 2 (2048 -> 1/2, then LANCZOS) was 2.4x faster at MAD 0.6
 #: (worst frame 1.24, max difference 29 levels).
 FAST_DECODE_MARGIN: int = 2
 #: EXIF orientations that swap width and height (a 90 or 270 degree turn, mirrored or not).
