@@ -14,10 +14,10 @@ arithmetic included, because the solution's models were trained on images made t
 Two decode modes reach those output sizes (:data:`DECODE_MODES`). ``exact`` (the default) decodes every
 pixel of the frame and LANCZOS-resizes it: the bytes above. ``fast`` lets libjpeg decode a JPEG at 1/2,
 1/4 or 1/8 scale in the DCT domain (PIL's ``Image.draft``), at the smallest scale whose both sides are
-still at least twice the output size (:data:`FAST_DECODE_MARGIN`), then applies the same LANCZOS resize
-to the same output size. On full-size frames that is about 2.4x less decode time, at a mean absolute
-pixel difference under 1 (not zero: the DCT-domain downscale is another filter), so the mode is recorded
-wherever pixels are made (prepared folder, ``model.pt``) and a mix is refused
+still at least 1.5 times the output size (:data:`FAST_DECODE_MARGIN`), then applies the same LANCZOS
+resize to the same output size. On real full-size frames that is about 2.5x less decode time, at a mean
+absolute pixel difference under 1 (not zero: the DCT-domain downscale is another filter), so the mode is
+recorded wherever pixels are made (prepared folder, ``model.pt``) and a mix is refused
 (:mod:`camtrap.data.decoding`). Other formats decode the same in both.
 """
 
@@ -48,12 +48,21 @@ DECODE_KEY = "decode"
 #: set of images (at 512 px, over each full-size frame too). Tests hold ``shared/data/real`` to it.
 FAST_DECODE_MAX_MAD: float = 1.5
 #: ``fast`` decodes at the smallest DCT scale still at least this many times the output size, so LANCZOS
-#: does the last halving with its own antialiasing. Measured on the real full-size frames of
-#: ``shared/data/real`` (16 frames, 2048x1536 and 1046x802-3264x2448, to 512): a margin of 1 (decode
-#: straight at the output size, 2048 -> 1/4) was 6x faster than exact but at MAD 2.4 (worst frame 5.1),
-#: over :data:`FAST_DECODE_MAX_MAD`; a margin of 2 (2048 -> 1/2, then LANCZOS) was 2.4x faster at MAD 0.6
-#: (worst frame 1.24, max difference 29 levels).
-FAST_DECODE_MARGIN: int = 2
+#: does the last part of the reduction with its own antialiasing. Measured to 512 px (CPU time per image
+#: against exact; MAD in 8-bit levels, worst image in brackets) on the 17 real full-size frames of
+#: ``shared/data/real`` and on 61 generated demo frames (1024x768 to 2048x1536):
+#:
+#: ======  =====================  =====================
+#: margin  real frames            demo frames
+#: ======  =====================  =====================
+#: 1       4.4x, MAD 2.40 (5.06)  3.9x, MAD 0.57 (1.51)
+#: 1.5     2.5x, MAD 0.72 (1.38)  1.6x, MAD 0.11 (0.30)
+#: 2       2.4x, MAD 0.60 (1.24)  1.3x, MAD 0.06 (0.30)
+#: ======  =====================  =====================
+#:
+#: 1 (decode straight at the output size) breaks :data:`FAST_DECODE_MAX_MAD` on real frames; 1.5 keeps
+#: within it and, unlike 2, also reduces 1920x1080 frames (to 1/2) and 12 MP ones to 1/4.
+FAST_DECODE_MARGIN: float = 1.5
 #: EXIF orientations that swap width and height (a 90 or 270 degree turn, mirrored or not).
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
