@@ -4,7 +4,8 @@ The competition:
 
     python ray_jobs/predict.py --model RUN_DIR/model.pt [--model OTHER/model.pt ...] \
         --metadata test_metadata.csv --images-dir DIR --out submission.csv \
-        --submission-format submission_format.csv [--work-dir DIR] [--aggregate gmean|mean|empty-gmean]
+        --submission-format submission_format.csv [--work-dir DIR] [--aggregate gmean|mean|empty-gmean] \
+        [--decode exact|fast [--force-decode]]
 
 A folder of camera-trap images (a folder per camera), results for field tools:
 
@@ -62,6 +63,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--actors-per-model", type=cli.pool_range, default=None, metavar="N|MIN..MAX",
                    help="model actors per model: a fixed N, or a pool that grows from MIN to MAX while images "
                         "queue (default: 1 up to every GPU the cluster can reach, shared among the models)")
+    cli.add_decode(p, None, "decode mode of raw frames (default: the one the models were trained with; a prepared "
+                            "folder's own)")
+    p.add_argument("--force-decode", action="store_true",
+                   help="score even where the decode mode differs from a model's training mode, or the ensemble's "
+                        "models differ (refused by default: decode differences cost score)")
     cli.add_overwrite(p, "discard the work dir's saved per-image results and score every image again")
     return p.parse_args(argv)
 
@@ -77,6 +83,7 @@ def main(argv=None) -> int:
         formats=args.formats, sequence_gap=args.sequence_gap,
         export=ExportSettings(threshold=args.threshold, taxa=args.taxa, deployments=args.deployments,
                               package_metadata=args.package_metadata, utc_offset=args.utc_offset),
+        decode=args.decode, force_decode=args.force_decode,
     )
     if summary.processed == 0:
         print("predict: nothing to score, every image is already scored; the outputs were rewritten from "

@@ -1,7 +1,7 @@
 """Decode, orient and resize every image of the metadata files with Ray Data (resumable).
 
     python ray_jobs/prepare.py --metadata train_metadata.csv --metadata test_metadata.csv \
-        --images-dir data/images --out data/prepared [--long-side 512] [--quality 95]
+        --images-dir data/images --out data/prepared [--long-side 512] [--quality 95] [--decode exact|fast]
 
 Without --metadata, every image under --images-dir is prepared and grouped into sequences by its
 camera folder and EXIF capture time (OUT/sequences.csv; train.py and predict.py reuse it).
@@ -30,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--long-side", type=cli.int_at_least(16), default=PREPARE_LONG_SIDE,
                    help=f"long side after resizing (default {PREPARE_LONG_SIDE})")
     p.add_argument("--quality", type=cli.int_in(1, 100), default=95, help="JPEG quality of the outputs (default 95)")
+    cli.add_decode(p, "exact", "decode mode, recorded in the manifest; training takes it from there (default exact)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decompression-bomb limit in pixels")
     cli.add_overwrite(p, "redo every file instead of resuming")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any row failed")
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.follow_links:  # read by the Ray tasks too: workers inherit the driver's environment
         os.environ[storage.FOLLOW_LINKS_ENV] = "1"
-    settings = PrepareSettings(long_side=args.long_side, quality=args.quality, max_pixels=args.max_pixels)
+    settings = PrepareSettings(long_side=args.long_side, quality=args.quality, max_pixels=args.max_pixels,
+                               decode=args.decode)
     metadata = metadata_or_sequences(args.metadata, args.images_dir, storage.join(args.out, SEQUENCES_FILE),
                                      args.sequence_gap, job="prepare")
     summary, manifest = prepare_images(

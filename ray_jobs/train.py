@@ -1,7 +1,8 @@
 """Train a recipe's progressive-resolution stages with a Ray Train TorchTrainer (resumable).
 
     python ray_jobs/train.py --recipe cpu_tiny --metadata train_metadata.csv --labels train_labels.csv \
-        --images-dir PREPARED_DIR --out RUN_DIR [--num-workers 2] [--use-gpu] [--set stages.0.lr=0.01]
+        --images-dir PREPARED_DIR --out RUN_DIR [--num-workers 2] [--use-gpu] [--set stages.0.lr=0.01] \
+        [--decode exact|fast  (raw images only: a prepared folder brings its own)]
 
 Rerunning the same command continues where it stopped: finished stages are skipped and the running
 stage restarts from its last checkpoint. Also runs as
@@ -39,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "has them or can add them)")
     p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs reserved per worker (default: the recipe's, else sized from one node's CPUs)")
+    cli.add_decode(p, None, "decode mode of raw --images-dir frames, recorded in model.pt (default exact; a "
+                            "prepared folder's own mode, from its manifest, and another is refused)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     cli.add_overwrite(p, "clear RUN_DIR's stages, checkpoints and model and train from scratch")
     p.add_argument("--dry-run", action="store_true",
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
         if args.address or os.environ.get("RAY_ADDRESS"):
             init_ray(args.address)  # only to read the cluster: no trainer, no workers
         print(dry_run(recipe, args.metadata, args.labels, args.images_dir, args.out, num_workers=args.num_workers,
-                      use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker))
+                      use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker, decode=args.decode))
         return 0
     # One run folder, one job: a second train.py on it is refused, naming the holder, before Ray starts.
     with RunLock(args.out, job="train.py"):
@@ -73,6 +76,7 @@ def main(argv=None) -> int:
             cpus_per_worker=args.cpus_per_worker,
             max_failures=args.max_failures,
             overwrite=args.overwrite,
+            decode=args.decode,
         )
     print(summary)
     return 0

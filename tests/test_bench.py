@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -11,12 +12,14 @@ from camtrap.bench import (
     JobMemorySampler,
     bench_memory,
     bench_predict,
+    bench_prepare,
     bench_recipe,
     bench_scale,
     bench_train,
     check_device,
     format_memory,
     format_predict,
+    format_prepare,
     format_scale,
     format_train,
     machine_info,
@@ -62,14 +65,36 @@ def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
                            scale=2)
     assert result["images"] == tiny.num_train_images and result["images_large"] == 2 * tiny.num_train_images
     assert [t["name"] for t in result["timings"]] == ["plain loop (1 process) (N)", "plain loop (1 process) (xN)",
-                                                      "Ray Data predict job (N)", "Ray Data predict job (xN)"]
+                                                      "Ray Data predict job (N)", "Ray Data predict job (xN)",
+                                                      "Ray Data job, fast decode (N)", "Ray Data job, fast decode (xN)"]
     assert all(positive_finite(t["items_per_s"]) for t in result["timings"])
     assert positive_finite(result["ratio"]) and positive_finite(result["ratio_large"])
+    assert positive_finite(result["ratio_fast"]) and positive_finite(result["fast_vs_plain"])
+    gap = result["pixel_gap"]
+    assert gap["images"] == tiny.num_train_images and 0 <= gap["mad"] <= gap["worst_mad"] <= gap["max_diff"]
+    assert "fast vs exact pixels" in format_predict(result) and "target >= 2.0" in format_predict(result)
     assert result["same_sequences"] and result["max_abs_diff"] < 1e-5
     assert "target >= 0.9" in format_predict(result) and "throughput sheet: a 7 M-image season" in format_predict(result)
     rate = result["steady_images_per_s"]["platform"]
     assert result["season_hours_per_actor"] == pytest.approx(7e6 / rate / 3600, nan_ok=True)
     assert result["arch"] == "resnet10t"
+    json.dumps(result)
+
+
+@pytest.mark.timeout(240)
+def test_prepare_bench_runs_both_modes_against_the_exact_loop(ray_session, tmp_path):
+    data = make_demo_dataset(tmp_path / "data", num_sequences=3, seed=0, image_sizes=((2048, 1536),))
+    result = bench_prepare(str(data.train_metadata), str(data.images_dir), repeats=1)
+    assert [t["name"] for t in result["timings"]] == [
+        "single-process PIL loop", f"multiprocessing.Pool({os.cpu_count()})", "Ray Data prepare job",
+        "single loop, fast decode", "Ray Data job, fast decode"]
+    assert result["outputs_identical"]  # within each mode, whatever the parallelism
+    for key in ("ratio_vs_single", "fast_vs_single", "fast_vs_exact_job", "fast_loop_vs_single"):
+        assert positive_finite(result[key]), key
+    gap = result["pixel_gap"]
+    assert gap["images"] == data.num_train_images and 0 < gap["mad"] <= result["targets"]["max_mad"]
+    text = format_prepare(result)
+    assert "fast: Ray / single exact" in text and "target >= 3.0" in text and "max abs difference" in text
     json.dumps(result)
 
 

@@ -9,7 +9,14 @@ import pytest
 from images import bomb_png, png_bytes
 from PIL import Image
 
-from camtrap.data.imageio import ImageDecodeError, decode_image, encode_jpeg, load_resized, resize_dims
+from camtrap.data.imageio import (
+    FAST_DECODE_MAX_MAD,
+    ImageDecodeError,
+    decode_image,
+    encode_jpeg,
+    load_resized,
+    resize_dims,
+)
 
 
 def seed_rule(w: int, h: int, long_side: int) -> tuple[int, int]:
@@ -18,9 +25,7 @@ def seed_rule(w: int, h: int, long_side: int) -> tuple[int, int]:
     return int((w / ratio) // 16 * 16), int((h / ratio) // 16 * 16)
 
 
-@pytest.mark.parametrize(
-    "w, h, L, expected",
-    [
+RULE_CASES = [
         (2048, 1536, 512, (512, 384)),  # 4:3 Serengeti
         (1920, 1080, 512, (512, 288)),  # 16:9
         (1536, 2048, 512, (384, 512)),  # portrait
@@ -30,8 +35,10 @@ def seed_rule(w: int, h: int, long_side: int) -> tuple[int, int]:
         (40000, 30000, 512, (512, 384)),  # huge
         (2048, 1536, 360, (352, 256)),  # the seed's resnext101 inference size
         (2048, 1536, 296, (288, 208)),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("w, h, L, expected", RULE_CASES)
 def test_resize_dims_matches_seed_rule(w, h, L, expected):
     assert resize_dims(w, h, L) == expected == seed_rule(w, h, L)
 
@@ -112,3 +119,76 @@ def test_real_edge_cases(real_dir):
 def test_encode_jpeg_is_deterministic():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     assert encode_jpeg(img) == encode_jpeg(img.copy())
+
+
+def _textured_jpeg(w: int, h: int, orientation: int = 1) -> bytes:
+    """A JPEG of upright size ``w`` x ``h`` with fine detail (so a reduced decode differs from a full one);
+    stored turned, with the EXIF tag that turns it back, when ``orientation`` swaps the sides."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([(xx * 7 + yy * 3) % 256, (xx ^ yy) % 256, (xx * yy) % 251], axis=-1).astype(np.uint8)
+    img = Image.fromarray(arr)
+    if orientation == 6:  # stored rotated 90 degrees counter-clockwise; the tag turns it back clockwise
+        img = img.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("w, h, L, expected", [c for c in RULE_CASES if c[0] * c[1] < 10_000_000])
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_fast_decode_gives_the_rule_s_sizes(w, h, L, expected, orientation):
+    data = _textured_jpeg(w, h, orientation)
+    exact, exact_orig = load_resized(data, L)
+    fast, fast_orig = load_resized(data, L, decode="fast")
+    assert fast.size == exact.size == expected and fast.mode == "RGB"
+    assert fast_orig == exact_orig == (w, h)  # the upright original, not the reduced decode
+    if min(w // expected[0], h // expected[1]) >= 4:  # room for a reduced DCT scale: it was used
+        assert fast.tobytes() != exact.tobytes()
+
+
+def test_fast_decode_sweep_of_sizes_and_long_sides():
+    rng = np.random.default_rng(1)
+    for w, h in rng.integers(40, 1400, size=(12, 2)):
+        data = _textured_jpeg(int(w), int(h))
+        for L in (64, 128, 296, 512):
+            if min(w, h) * L // max(w, h) < 16:
+                continue
+            assert load_resized(data, L, decode="fast")[0].size == resize_dims(int(w), int(h), L)
+
+
+def test_fast_decode_is_exact_where_there_is_nothing_to_reduce():
+    png = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8)))
+    assert load_resized(png, 128, decode="fast")[0].tobytes() == load_resized(png, 128)[0].tobytes()
+    small = _textured_jpeg(600, 450)  # less than twice the output size: decoded in full either way
+    assert load_resized(small, 512, decode="fast")[0].tobytes() == load_resized(small, 512)[0].tobytes()
+    with pytest.raises(ValueError, match="decode mode"):
+        load_resized(small, 512, decode="quick")
+
+
+def _real_gaps(real_dir, long_side: int) -> dict[str, float]:
+    """Mean absolute difference fast vs exact, per decodable real image."""
+    import pandas as pd
+
+    gaps = {}
+    for name in pd.read_csv(real_dir / "labels.csv")["file_name"]:
+        data = (real_dir / name).read_bytes()
+        try:
+            exact, _ = load_resized(data, long_side)
+        except ImageDecodeError:
+            continue
+        fast, _ = load_resized(data, long_side, decode="fast")
+        assert fast.size == exact.size, name
+        gaps[name] = float(np.abs(np.asarray(fast, np.int16) - np.asarray(exact, np.int16)).mean())
+    return gaps
+
+
+def test_fast_decode_stays_within_the_stated_gap_on_real_images(real_dir):
+    at_512 = _real_gaps(real_dir, 512)
+    full_size = {n: g for n, g in at_512.items() if "fullres" in n or "edge_cases" in n}
+    assert sum(g > 0 for g in full_size.values()) >= 10  # frames of 2048 px and up were decoded reduced
+    assert max(full_size.values()) <= FAST_DECODE_MAX_MAD, full_size
+    assert np.mean(list(at_512.values())) <= FAST_DECODE_MAX_MAD
+    at_128 = _real_gaps(real_dir, 128)  # the 766x400 field-guide frames are reduced too
+    assert np.mean(list(at_128.values())) <= FAST_DECODE_MAX_MAD

@@ -14,7 +14,8 @@ from PIL import Image, ImageOps
 from test_imageio import bomb_png
 
 from camtrap.data.imageio import resize_dims
-from camtrap.data.prepare import PrepareSettings, prepare_images, prepare_one
+from camtrap.data.prepare import PrepareSettings, prepare_images, prepare_one, prepared_decode
+from camtrap.errors import InputError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -109,6 +110,38 @@ def test_outputs_do_not_depend_on_parallelism(ray_session, prepared_real, real_d
         ref = (out / name).read_bytes()
         assert (tmp_path / "one_per_task" / name).read_bytes() == ref
         assert (tmp_path / "single" / name).read_bytes() == ref
+
+
+def test_fast_folder_records_its_mode_and_is_byte_identical_across_parallelism(
+    ray_session, prepared_real, real_dir, tmp_path
+):
+    exact_out, _, exact_manifest = prepared_real
+    labels = pd.read_csv(real_dir / "labels.csv")
+    names = list(labels.loc[labels["subset"].isin(["serengeti_fullres_tf", "speciesnet_fullres"]), "file_name"])
+    meta = tmp_path / "full_size.csv"
+    pd.DataFrame({"seq_id": names, "file_name": names}).to_csv(meta, index=False)
+    fast = PrepareSettings(decode="fast")
+    _, manifest = prepare_images(str(meta), str(real_dir), str(tmp_path / "fast"), fast)
+    assert (manifest["status"] == "ok").all() and (manifest["decode"] == "fast").all()
+    assert prepared_decode(str(tmp_path / "fast")) == "fast" and prepared_decode(str(exact_out)) == "exact"
+    assert prepared_decode(str(real_dir)) is None  # raw images: no manifest
+    sizes = exact_manifest.set_index("file_name").loc[names, ["width", "height"]]
+    pd.testing.assert_frame_equal(manifest.set_index("file_name")[["width", "height"]], sizes)
+    prepare_images(str(meta), str(real_dir), str(tmp_path / "one_per_task"), fast, rows_per_task=1)
+    for name in names:
+        assert prepare_one(name, str(real_dir), str(tmp_path / "single"), fast)["status"] == "ok"
+        ref = (tmp_path / "fast" / name).read_bytes()
+        assert (tmp_path / "one_per_task" / name).read_bytes() == ref == (tmp_path / "single" / name).read_bytes()
+    # One folder, one mode: resuming or extending it in the other is refused, naming both.
+    with pytest.raises(InputError, match="prepared with --decode fast; this run asks for --decode exact"):
+        prepare_images(str(meta), str(real_dir), str(tmp_path / "fast"))
+    with pytest.raises(InputError, match="prepared with --decode exact; this run asks for --decode fast"):
+        prepare_images(str(meta), str(real_dir), str(exact_out), fast)
+    # A folder prepared before the modes existed (no decode column) is exact.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    exact_manifest.drop(columns="decode").to_parquet(legacy / "manifest.parquet")
+    assert prepared_decode(str(legacy)) == "exact"
 
 
 def test_rerun_resumes_and_overwrite_redoes(ray_session, prepared_real, real_dir, real_metadata):

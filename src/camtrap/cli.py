@@ -14,6 +14,7 @@ from camtrap.console import VERBOSE_ENV
 from camtrap.data.sequences import DEFAULT_SEQUENCE_GAP_S
 
 __all__ = [
+    "add_decode",
     "add_images_dir",
     "add_labels",
     "add_metadata",
@@ -71,6 +72,15 @@ def add_images_dir(p: argparse.ArgumentParser, required: bool = True, help: str 
     """``--images-dir``: the folder or URI that ``file_name`` is relative to."""
     p.add_argument("--images-dir", required=required,
                    help=help or "folder or URI (s3://, gs://) the file_names are relative to")
+
+
+def add_decode(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--decode exact|fast``: how full-size JPEGs become pixels (:mod:`camtrap.data.imageio`'s modes)."""
+    from camtrap.data.imageio import DECODE_MODES
+
+    p.add_argument("--decode", choices=DECODE_MODES, default=default,
+                   help=f"{help}. exact: every pixel, then LANCZOS (the seed's bytes); fast: a JPEG decoded at "
+                        "1/2-1/8 scale in the DCT domain first, same output sizes, mean pixel gap under 1.5 levels")
 
 
 def add_recipe(p: argparse.ArgumentParser, overrides: bool = True) -> None:

@@ -1,7 +1,8 @@
 """The one reader and writer of ``model.pt`` and of the weights-only state files training keeps.
 
 ``model.pt`` is self-contained: the weights plus everything scoring needs to use them (the recipe, the
-class list, the training class priors, the inference long side, the normalisation). Every file here is
+class list, the training class priors, the inference long side, the normalisation, the decode mode its
+training images were made with). Every file here is
 written with ``torch.save`` and read with ``torch.load(weights_only=True)``, so a crafted pickle is
 refused before any of its objects is built.
 
@@ -25,8 +26,10 @@ from camtrap.errors import InputError
 MODEL_FORMAT = "camtrap.model/1"
 #: Keys of a ``model.pt`` besides ``format`` and ``model`` (the weights).
 MODEL_KEYS: tuple[str, ...] = (
-    "recipe", "classes", "priors", "inference_long_side", "mean", "std", "metrics",
+    "recipe", "classes", "priors", "inference_long_side", "mean", "std", "metrics", "decode",
 )
+#: The decode mode of a ``model.pt`` written before the modes existed: they were all trained on exact pixels.
+LEGACY_DECODE = "exact"
 
 __all__ = [
     "MODEL_FORMAT",
@@ -90,8 +93,13 @@ def save_model_file(
     mean: Sequence[float],
     std: Sequence[float],
     metrics: dict[str, Any] | None = None,
+    decode: str = LEGACY_DECODE,
 ) -> None:
-    """Write a self-contained ``model.pt`` atomically: everything scoring needs, loadable with ``weights_only``."""
+    """Write a self-contained ``model.pt`` atomically: everything scoring needs, loadable with ``weights_only``.
+
+    ``decode``: the mode the training images were decoded with (:data:`camtrap.data.imageio.DECODE_MODES`);
+    scoring takes it as its default and refuses another unless forced (:mod:`camtrap.data.decoding`).
+    """
     state = {
         "format": MODEL_FORMAT,
         "model": weights,
@@ -102,6 +110,7 @@ def save_model_file(
         "mean": [float(m) for m in mean],
         "std": [float(x) for x in std],
         "metrics": dict(metrics or {}),
+        "decode": str(decode),
     }
     storage.write_bytes_atomic(path, state_to_bytes(state))
 
@@ -130,10 +139,10 @@ def read_model_file(path: str, blob: bytes | None = None) -> dict[str, Any]:
 
 def model_metadata(path: str) -> dict[str, Any]:
     """A ``model.pt``'s metadata (everything but the weights), plus ``path`` and ``sha256`` (its content,
-    which keys the results a scoring job keeps for resume)."""
+    which keys the results a scoring job keeps for resume). A file without ``decode`` reads as exact."""
     import hashlib
 
     blob = _model_bytes(path)
-    state = read_model_file(path, blob)
+    state = {"decode": LEGACY_DECODE} | read_model_file(path, blob)
     return {k: v for k, v in state.items() if k != "model"} | {"path": path,
                                                                  "sha256": hashlib.sha256(blob).hexdigest()}

@@ -9,6 +9,7 @@ A run folder (``train.py --out RUN_DIR``)::
     RUN_DIR/
       recipe.yaml             the resolved recipe; pins the folder to it
       scaling.json            the resolved workers; pins the folder to its worker count
+      decode.json             the decode mode of its training images; pins the folder to it
       model.pt                the trained model (camtrap.model_file)
       rejected_rows.csv       rows training could not use, with reasons
       metrics.csv, .json      every epoch of every stage (columns: HISTORY_COLUMNS and more)
@@ -36,6 +37,8 @@ from camtrap.data import storage
 RECIPE_FILE = "recipe.yaml"
 #: The resolved workers of the run (count, GPU, LR scale): a run folder is pinned to its worker count.
 SCALING_FILE = "scaling.json"
+#: The decode mode of the run's training images (camtrap.data.decoding): a run folder is pinned to it.
+DECODE_FILE = "decode.json"
 MODEL_FILE = "model.pt"
 REJECTED_ROWS_FILE = "rejected_rows.csv"
 METRICS_CSV = "metrics.csv"
@@ -49,7 +52,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 #: What ``train.py --overwrite`` removes: everything training writes, nothing else a user keeps there.
 RUN_OWNED: tuple[str, ...] = (
-    RECIPE_FILE, SCALING_FILE, MODEL_FILE, STAGES_DIR, RAY_RESULTS_DIR, METRICS_CSV, METRICS_JSON, TENSORBOARD_DIR,
+    RECIPE_FILE, SCALING_FILE, DECODE_FILE, MODEL_FILE, STAGES_DIR, RAY_RESULTS_DIR, METRICS_CSV, METRICS_JSON, TENSORBOARD_DIR,
 )
 
 # ------------------------------------------------------------------------------------- history columns
@@ -96,6 +99,10 @@ class RunLayout:
     @property
     def scaling(self) -> str:
         return self.path(SCALING_FILE)
+
+    @property
+    def decode(self) -> str:
+        return self.path(DECODE_FILE)
 
     @property
     def model(self) -> str:

@@ -1,5 +1,6 @@
 """The predict bench: Ray Data scoring (:func:`camtrap.infer.predict.predict`) vs a plain single-process
-loop with the same flip TTA, on the same model and images, with the submissions checked equal.
+loop with the same flip TTA, on the same model and images, with the submissions checked equal; and the
+Ray job again in the ``fast`` decode mode against both, with the pixel gap it costs beside its speed.
 
 The baseline (:func:`plain_predict`) is written apart from :mod:`camtrap.infer` on purpose: it is what
 a user would write in one process, and the equality check is only worth something if the two sides
@@ -22,6 +23,8 @@ from camtrap.bench.common import (
     TARGETS,
     Timing,
     check_device,
+    decode_gap,
+    format_gap,
     ratio,
     replicated_inputs,
     require_ray_gpus,
@@ -31,7 +34,14 @@ from camtrap.bench.common import (
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import read_metadata
-from camtrap.data.imageio import PREPARE_LONG_SIDE, ImageDecodeError, load_resized, resize_long_side
+from camtrap.data.imageio import (
+    DECODE_MODES,
+    FAST_DECODE_MAX_MAD,
+    PREPARE_LONG_SIDE,
+    ImageDecodeError,
+    load_resized,
+    resize_long_side,
+)
 from camtrap.infer.actors import plan_actors
 from camtrap.infer.submission import FLOAT_FORMAT, SUBMISSION_EPS
 from camtrap.metrics import EPS
@@ -109,6 +119,10 @@ def bench_predict(
     resume and score nothing. The submissions must agree (max abs difference reported; < 1e-5 expected:
     only the batch an image ran in differs, which changes a convolution's last float32 bits).
 
+    The Ray job runs a third time in ``fast`` decode (``ratio_fast``: its rate over the exact job's, the
+    issue's target; ``fast_vs_plain``: over the exact plain loop's), on a model of the same weights that
+    records ``fast`` (a given ``model_path`` is forced instead), with the decode's pixel gap reported.
+
     A job has a fixed start-up cost (the platform starts its actor and decode workers, each importing
     torch; both load the model) that a season of images amortises and a benchmark of a few hundred
     does not. So each side also runs on ``scale`` x N images (hard-linked copies): the *steady* rate
@@ -123,31 +137,40 @@ def bench_predict(
     n_images = len(read_metadata(metadata).frame)
     root = tempfile.mkdtemp(prefix="camtrap-bench-predict-")
     try:
-        model_path = model_path or untrained_model_file(os.path.join(root, "model", MODEL_FILE), long_side, arch)
+        if model_path is None:  # the same seed: the same weights, recorded with each decode mode
+            models = {mode: untrained_model_file(os.path.join(root, f"model_{mode}", MODEL_FILE), long_side, arch,
+                                                 decode=mode) for mode in DECODE_MODES}
+        else:
+            models = dict.fromkeys(DECODE_MODES, model_path)
         threads = predictor_threads(use_gpu)
         small, large = replicated_inputs(metadata, images_dir, root, n_images, max(scale, 2))
         inputs = {"N": small, "xN": large}
         copies_dir = os.path.join(root, "images")
         subs: dict[tuple[str, str], pd.DataFrame] = {}
 
-        def platform_run(size: str, r: int) -> None:
-            _, subs["platform", size] = predict(
-                [model_path], inputs[size], copies_dir, os.path.join(root, f"sub_{size}_{r}.csv"),
-                work_dir=os.path.join(root, f"work_{size}_{r}"), batch_size=batch_size, use_gpu=use_gpu,
-                rows_per_task=rows_per_task)
+        def platform_run(size: str, r: int, decode: str = "exact") -> None:
+            side = "platform" if decode == "exact" else "platform_fast"
+            _, subs[side, size] = predict(
+                [models[decode]], inputs[size], copies_dir, os.path.join(root, f"sub_{side}_{size}_{r}.csv"),
+                work_dir=os.path.join(root, f"work_{side}_{size}_{r}"), batch_size=batch_size, use_gpu=use_gpu,
+                rows_per_task=rows_per_task, decode=decode, force_decode=model_path is not None)
+
+        def platform_fast_run(size: str, r: int) -> None:
+            platform_run(size, r, "fast")
 
         def plain_run(size: str, r: int) -> None:
             frame = read_metadata(inputs[size]).frame
             with using_torch_threads(threads):
-                subs["plain", size] = plain_predict(model_path, frame, copies_dir, batch_size, device)
+                subs["plain", size] = plain_predict(models["exact"], frame, copies_dir, batch_size, device)
             subs["plain", size].to_csv(os.path.join(root, f"plain_{size}_{r}.csv"), index=False, float_format=FLOAT_FORMAT)
 
         n_large = n_images * max(scale, 2)
         timings = {(side, size): Timing(f"{label} ({size})", items=n_images if size == "N" else n_large)
-                   for side, label in (("plain", "plain loop (1 process)"), ("platform", "Ray Data predict job"))
+                   for side, label in (("plain", "plain loop (1 process)"), ("platform", "Ray Data predict job"),
+                                       ("platform_fast", "Ray Data job, fast decode"))
                    for size in ("N", "xN")}
         for r in range(repeats):
-            order = [("plain", plain_run), ("platform", platform_run)]
+            order = [("plain", plain_run), ("platform", platform_run), ("platform_fast", platform_fast_run)]
             for size in ("N", "xN"):
                 for side, fn in (order if r % 2 == 0 else order[::-1]):
                     start = time.perf_counter()
@@ -159,6 +182,9 @@ def bench_predict(
         common = got.index.intersection(ref.index, sort=False)
         delta = got.loc[common].to_numpy(np.float64) - ref.loc[common, list(got.columns)].to_numpy(np.float64)
         diff = float(np.abs(delta).max()) if delta.size else float("nan")
+        fast_sub = subs["platform_fast", "N"].set_index(SEQ_ID).loc[got.index, list(got.columns)]
+        fast_diff = float(np.abs(fast_sub.to_numpy(np.float64) - got.to_numpy(np.float64)).max())
+        gap = decode_gap(inputs["N"], copies_dir)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -168,6 +194,7 @@ def bench_predict(
         return rate, timings[side, "N"].median - n_images / rate
 
     (plain_rate, plain_fixed), (platform_rate, platform_fixed) = steady("plain"), steady("platform")
+    fast_rate, fast_fixed = steady("platform_fast")
     return {
         "stage": "predict",
         "device": device,
@@ -182,10 +209,17 @@ def bench_predict(
         "timings": [t.as_dict() for t in timings.values()],
         "ratio": ratio(timings["platform", "N"].rate, timings["plain", "N"].rate),
         "ratio_large": ratio(timings["platform", "xN"].rate, timings["plain", "xN"].rate),
-        "steady_images_per_s": {"plain": plain_rate, "platform": platform_rate},
-        "fixed_seconds": {"plain": plain_fixed, "platform": platform_fixed},
+        "steady_images_per_s": {"plain": plain_rate, "platform": platform_rate, "platform_fast": fast_rate},
+        "fixed_seconds": {"plain": plain_fixed, "platform": platform_fixed, "platform_fast": fast_fixed},
         "ratio_steady": ratio(platform_rate, plain_rate),
-        "targets": {"ratio": TARGETS["predict"], "max_abs_diff": 1e-5},
+        "ratio_fast": ratio(timings["platform_fast", "N"].rate, timings["platform", "N"].rate),
+        "ratio_fast_large": ratio(timings["platform_fast", "xN"].rate, timings["platform", "xN"].rate),
+        "ratio_fast_steady": ratio(fast_rate, platform_rate),
+        "fast_vs_plain": ratio(timings["platform_fast", "xN"].rate, timings["plain", "xN"].rate),
+        "fast_max_abs_diff": fast_diff,
+        "pixel_gap": gap,
+        "targets": {"ratio": TARGETS["predict"], "max_abs_diff": 1e-5, "ratio_fast": 2.0,
+                    "max_mad": FAST_DECODE_MAX_MAD},
         "same_sequences": same_rows,
         "max_abs_diff": diff,
         "season_hours_per_actor": SEASON_IMAGES / platform_rate / 3600 if platform_rate > 0 else float("nan"),
@@ -206,6 +240,12 @@ def format_predict(result: dict[str, Any]) -> str:
                  f"{result['images_large']}, {result['ratio_steady']:.2f}x steady (target >= {result['targets']['ratio']})")
     lines.append(f"  submissions: same sequences {result['same_sequences']}, max abs diff {result['max_abs_diff']:.2e} "
                  f"(must be < {result['targets']['max_abs_diff']:g})")
+    lines.append(f"  fast decode: Ray fast / Ray exact = {result['ratio_fast']:.2f}x on {result['images']}, "
+                 f"{result['ratio_fast_large']:.2f}x on {result['images_large']}, {result['ratio_fast_steady']:.2f}x "
+                 f"steady (target >= {result['targets']['ratio_fast']}); Ray fast / plain exact = "
+                 f"{result['fast_vs_plain']:.2f}x on {result['images_large']}")
+    lines.append(f"  {format_gap(result['pixel_gap'])}; submission max abs diff fast vs exact "
+                 f"{result['fast_max_abs_diff']:.2e}")
     lines.append(f"  throughput sheet: a {SEASON_IMAGES / 1e6:g} M-image season at the steady rate takes "
                  f"{result['season_hours_per_actor']:.1f} actor-hours for this one model (README: Offline scoring)")
     return "\n".join(lines)

@@ -11,20 +11,22 @@ import numpy as np
 
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
-from camtrap.data.imageio import PREPARE_LONG_SIDE, ImageDecodeError, load_resized
+from camtrap.data.imageio import DEFAULT_DECODE, PREPARE_LONG_SIDE, DecodeMode, ImageDecodeError, load_resized
 
 IMAGE = "image"
 ERROR = "error"
 
 
-def decode_batch(batch: dict[str, np.ndarray], images_dir: str) -> dict[str, np.ndarray]:
-    """Ray Data task: read and decode each image with the preparation rule; record failures."""
+def decode_batch(
+    batch: dict[str, np.ndarray], images_dir: str, decode: DecodeMode = DEFAULT_DECODE
+) -> dict[str, np.ndarray]:
+    """Ray Data task: read and decode each image with the preparation rule in mode ``decode``; record failures."""
     images = np.empty(len(batch[FILE_NAME]), dtype=object)
     errors = []
     for i, name in enumerate(batch[FILE_NAME]):
         path = storage.join(images_dir, str(name))
         try:
-            img, _ = load_resized(storage.read_inside(images_dir, str(name)), PREPARE_LONG_SIDE)
+            img, _ = load_resized(storage.read_inside(images_dir, str(name)), PREPARE_LONG_SIDE, decode=decode)
             images[i] = np.asarray(img)
             errors.append("")
         except FileNotFoundError:

@@ -14,6 +14,9 @@ Design, from what costs time on Ray here (see ``shared/reference/ray-2.60-notes.
 * ``OUT/manifest.parquet`` (and ``manifest.csv``) holds exactly one row per input metadata row,
   including rows rejected by the contract (bad ``file_name``, duplicates) and files that failed to
   decode, each with the reason.
+* A folder is made in one decode mode (:data:`camtrap.data.imageio.DECODE_MODES`): the manifest's
+  ``decode`` column and the pinned settings record it, training reads it from there
+  (:func:`prepared_decode`), and a rerun in the other mode is refused naming both.
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import LINE, SOURCE, Metadata, read_metadata
 from camtrap.data.imageio import (
+    DECODE_KEY,
+    DEFAULT_DECODE,
     DEFAULT_MAX_PIXELS,
     PREPARE_LONG_SIDE,
+    DecodeMode,
     ImageDecodeError,
+    check_decode,
+    decode_record,
     encode_jpeg,
     load_resized,
 )
@@ -53,10 +61,13 @@ STATUS_ERROR = "error"
 #: The output JPEG's size in bytes (-1 without one) and its SHA-256 hex digest ("" without one).
 BYTES = "bytes"
 SHA256 = "sha256"
+#: The folder's decode mode, on every manifest row (a manifest without the column predates the modes: exact),
+#: and its key in the pinned settings.
+DECODE = DECODE_KEY
 
 RESULT_COLUMNS = [FILE_NAME, SEQ_ID, "orig_width", "orig_height", "width", "height", BYTES, SHA256, STATUS, ERROR]
 MANIFEST_COLUMNS = [FILE_NAME, SEQ_ID, SOURCE, LINE, "orig_width", "orig_height", "width", "height", BYTES, SHA256,
-                    STATUS, ERROR]
+                    STATUS, ERROR, DECODE]
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,15 @@ class PrepareSettings:
     long_side: int = PREPARE_LONG_SIDE
     quality: int = 95
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    decode: DecodeMode = DEFAULT_DECODE
+
+    def __post_init__(self) -> None:
+        check_decode(self.decode)
+
+    def record(self) -> dict:
+        """The settings as pinned beside the results. ``exact`` is left out, so a folder prepared before
+        the modes existed (its record has no ``decode``) resumes as the exact folder it is."""
+        return {k: v for k, v in asdict(self).items() if k != DECODE} | decode_record(self.decode)
 
 
 @dataclass
@@ -108,7 +128,7 @@ def prepare_one(file_name: str, images_dir: str, out_dir: str, settings: Prepare
             raise ImageDecodeError(f"file not found: {src}") from None
         except IsADirectoryError:
             raise ImageDecodeError(f"is a directory, not an image: {src}") from None
-        img, (ow, oh) = load_resized(data, settings.long_side, max_pixels=settings.max_pixels)
+        img, (ow, oh) = load_resized(data, settings.long_side, max_pixels=settings.max_pixels, decode=settings.decode)
         encoded = encode_jpeg(img, settings.quality)
         storage.write_bytes_atomic(storage.join(out_dir, file_name), encoded)
     except (ImageDecodeError, OSError) as e:
@@ -136,8 +156,9 @@ def _existing_outputs(out_dir: str) -> dict[str, int]:
     return {p.removeprefix(root): int(info.get("size") or 0) for p, info in fs.find(inner, detail=True).items()}
 
 
-def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
-    """One row per input metadata row, in input order: results for valid rows, reasons for rejected."""
+def build_manifest(metadata: Metadata, results: pd.DataFrame, decode: DecodeMode = DEFAULT_DECODE) -> pd.DataFrame:
+    """One row per input metadata row, in input order: results for valid rows, reasons for rejected;
+    ``decode``: the folder's mode, recorded on every row."""
     valid = metadata.frame[[FILE_NAME, SEQ_ID, SOURCE, LINE]].merge(
         results.drop(columns=[SEQ_ID]), on=FILE_NAME, how="left"
     )
@@ -165,7 +186,42 @@ def build_manifest(metadata: Metadata, results: pd.DataFrame) -> pd.DataFrame:
     order = {s: i for i, s in enumerate(metadata.sources)}
     manifest["_src"] = manifest[SOURCE].map(order)
     manifest = manifest.sort_values(["_src", LINE], kind="stable").drop(columns="_src")
+    manifest[DECODE] = decode
     return manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+
+
+def prepared_decode(images_dir: str) -> DecodeMode | None:
+    """The decode mode a prepared folder was made with; None for a folder without a manifest (raw images).
+
+    A manifest from before the modes existed has no ``decode`` column: its folder is exact.
+    """
+    import pyarrow.parquet as pq
+
+    path = storage.join(images_dir, MANIFEST)
+    if not storage.exists(path):
+        return None
+    fs, inner = storage.get_fs(path)
+    with fs.open(inner, "rb") as f:
+        if DECODE not in pq.read_schema(f).names:
+            return DEFAULT_DECODE
+    modes = set(pd.read_parquet(path, columns=[DECODE])[DECODE])
+    if len(modes) > 1:  # only a hand-made manifest could: prepare refuses to mix
+        raise InputError(f"{path}: rows of more than one decode mode {sorted(modes)}; prepare the folder again")
+    return check_decode(modes.pop()) if modes else DEFAULT_DECODE
+
+
+def refuse_other_decode(log: PartLog, out_dir: str, decode: DecodeMode, overwrite: bool) -> None:
+    """A folder holds one decode mode: resuming or extending it in the other is refused, naming both."""
+    pinned = log.pinned_settings()
+    if overwrite or pinned is None:
+        return
+    before = pinned.get(DECODE, DEFAULT_DECODE)
+    if before != decode:
+        raise InputError(
+            f"{out_dir}: this folder was prepared with --decode {before}; this run asks for --decode {decode}, and "
+            f"one folder must not mix the two (training reads the mode from it). Use --decode {before}, another "
+            "--out, or --overwrite to redo every file"
+        )
 
 
 def refuse_output_inside_images(out: str, images_dir: str, flag: str) -> None:
@@ -200,7 +256,8 @@ def prepare_images(
     refuse_output_inside_images(out_dir, images_dir, "--out")
     storage.makedirs(out_dir)
     log = PartLog(storage.join(out_dir, STATE_DIR), key=FILE_NAME, columns=RESULT_COLUMNS)
-    log.pin_settings(asdict(settings), overwrite, what="this output folder")
+    refuse_other_decode(log, out_dir, settings.decode, overwrite)
+    log.pin_settings(settings.record(), overwrite, what="this output folder")
 
     logged = log.read()
     failed_before = set(logged.loc[logged[STATUS] != STATUS_OK, FILE_NAME])
@@ -236,7 +293,7 @@ def prepare_images(
             progress.close()
 
     results = log.read()
-    manifest = build_manifest(metadata, results)
+    manifest = build_manifest(metadata, results, settings.decode)
     manifest_path = storage.join(out_dir, MANIFEST)
     # Atomic: a job killed (or a disk filled) mid-write must not leave a partial manifest for training to read.
     storage.write_bytes_atomic(manifest_path, storage.frame_bytes(manifest, "parquet"))

@@ -23,6 +23,8 @@ from camtrap.errors import InputError
 #: Seconds between flushes of a running job's results: at most this much finished work is redone
 #: after a kill. More frequent flushes mean more small parts to read back on resume.
 FLUSH_SECONDS = float(os.environ.get("CAMTRAP_FLUSH_SECONDS", "20"))
+#: Beside the parts: the settings they were made with.
+SETTINGS_FILE = "settings.json"
 
 
 class PartLog:
@@ -41,9 +43,20 @@ class PartLog:
         fs, inner = storage.get_fs(self.dir)
         return sorted(fs.glob(inner.rstrip("/") + "/part-*.parquet"))
 
+    def pinned_settings(self) -> dict | None:
+        """The settings the parts here were made with (None before the first run); for a caller that wants
+        to explain one setting's conflict in its own words before :meth:`pin_settings` refuses it."""
+        path = storage.join(self.dir, SETTINGS_FILE)
+        try:
+            return json.loads(storage.read_bytes(path))
+        except FileNotFoundError:
+            return None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None  # damaged: pin_settings says so
+
     def pin_settings(self, settings: dict, overwrite: bool, what: str = "this output folder") -> None:
         """Refuse to mix results made with other settings; ``overwrite`` clears the parts instead."""
-        path = storage.join(self.dir, "settings.json")
+        path = storage.join(self.dir, SETTINGS_FILE)
         if overwrite:
             fs, _ = storage.get_fs(self.dir)
             for part in self._parts():

@@ -29,7 +29,9 @@ from camtrap.console import Progress
 from camtrap.data import storage
 from camtrap.data.classes import DATETIME, FILE_NAME, SEQ_ID
 from camtrap.data.contract import Metadata, read_metadata
+from camtrap.data.decoding import scoring_decode
 from camtrap.data.frames import ERROR, IMAGE, decode_batch
+from camtrap.data.imageio import decode_record
 from camtrap.data.prepare import refuse_output_inside_images
 from camtrap.data.resume import PartLog
 from camtrap.data.sequences import CAMERA, SEQUENCES_FILE, metadata_or_sequences
@@ -149,12 +151,14 @@ def score_images(
     actors: ActorPlan,
     batch_size: int = 16,
     rows_per_block: int = 64,
+    decode: str = "exact",
 ) -> int:
-    """Score every row of ``frame`` (file name, seq_id) into ``log``; returns how many were scored."""
+    """Score every row of ``frame`` (file name, seq_id) into ``log``, files decoded in mode ``decode``;
+    returns how many were scored."""
     if frame.empty:
         return 0
     ds = frame_dataset(frame[[FILE_NAME, SEQ_ID]].reset_index(drop=True), rows_per_block)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir}, batch_size=batch_size,
+    ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir, "decode": decode}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=1, memory=DECODE_TASK_MEMORY)
     for i, path in enumerate(model_paths):
         ds = ds.map_batches(
@@ -197,6 +201,8 @@ def predict(
     formats: Sequence[str] | None = None,
     sequence_gap: float | None = None,
     export: ExportSettings = ExportSettings(),
+    decode: str | None = None,
+    force_decode: bool = False,
 ) -> tuple[ScoreSummary, pd.DataFrame]:
     """Score a season and write its outputs; rerunning with the same work dir resumes.
 
@@ -207,9 +213,12 @@ def predict(
     (:func:`camtrap.infer.actors.plan_actors`). Every input is checked first (model files, metadata,
     submission format, the work dir's state); ``connect`` (a job's start or join of Ray) is called only
     then, and only when there is something to score. Returns the summary and the sequence probabilities.
+    ``decode`` None: the models' mode; another, or an ensemble of mixed modes, is refused unless
+    ``force_decode`` (:func:`camtrap.data.decoding.scoring_decode`).
     """
     start = time.perf_counter()
     metas = model_metadata(model_paths)
+    decoding = scoring_decode(metas, images_dir, decode, force_decode)
     formats = resolve_formats(formats, submission_format, out)
     if submission_format is not None and SUBMISSION not in formats:
         raise InputError("--submission-format orders the competition submission: add --format submission")
@@ -234,7 +243,8 @@ def predict(
                   columns=[FILE_NAME, SEQ_ID, ERROR] + [prob_column(i) for i in range(len(metas))])
     # Keyed to the models' content, not their paths: a retrained model.pt at the same path is a new model.
     log.pin_settings({"models": [str(p) for p in model_paths], "model_sha256": [m["sha256"] for m in metas],
-                      "images_dir": str(images_dir)}, overwrite=overwrite, what="this work dir")
+                      "images_dir": str(images_dir)} | decode_record(decoding.mode), overwrite=overwrite,
+                     what="this work dir")
     todo = md.frame[~md.frame[FILE_NAME].isin(set(log.read()[FILE_NAME]))]
     processed = 0
     if len(todo):
@@ -248,7 +258,8 @@ def predict(
                   "(`ray status` or the dashboard's Cluster tab show it coming)", flush=True)
         if actors.use_gpu:
             gpu_nodes_have_cuda("predict", actors.resources)
-        processed = score_images(model_paths, todo, images_dir, log, actors, batch_size, rows_per_block=rows_per_task)
+        processed = score_images(model_paths, todo, images_dir, log, actors, batch_size, rows_per_block=rows_per_task,
+                                 decode=decoding.read)
     results = log.read()
     results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]
     results = pd.concat([results, rejected[rejected[SEQ_ID] != ""]], ignore_index=True)

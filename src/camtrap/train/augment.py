@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from camtrap.config.recipe import crop_long_side
-from camtrap.data.imageio import resize_long_side
+from camtrap.data.imageio import resize_dims, resize_to
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -52,8 +52,7 @@ def stage_dims(width: int, height: int, long_side: int) -> tuple[int, int]:
 
 def stage_resize(image: Image.Image, long_side: int) -> Image.Image:
     """:func:`stage_dims` with PIL LANCZOS (the resampling of the preparation rule)."""
-    size = stage_dims(image.width, image.height, long_side)
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+    return resize_to(image, stage_dims(image.width, image.height, long_side))
 
 
 def crop_size(width: int, height: int, crop_long: int) -> tuple[int, int]:
@@ -137,8 +136,17 @@ class EvalTransform:
         self.long_side = int(long_side)
         self.mean, self.std = _check_stats(mean, std)
 
+    def resize_target(self, width: int, height: int) -> tuple[int, int]:
+        """The resize's output size for an image of ``width`` x ``height``: the preparation rule's."""
+        return resize_dims(width, height, self.long_side)
+
     def __call__(self, image: np.ndarray | Image.Image) -> np.ndarray:
-        resized = np.asarray(resize_long_side(_as_pil(image), self.long_side))
+        img = _as_pil(image)
+        return self.after_resize(np.asarray(resize_to(img, self.resize_target(*img.size))))
+
+    def after_resize(self, resized: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """Everything after the resize (normalisation), for an image already at :meth:`resize_target`
+        (a decoder that resized it itself, e.g. :func:`camtrap.data.imageio.load_sized`); ``seed`` unused."""
         return _finish(resized, self.mean, self.std)
 
     def __repr__(self) -> str:
@@ -207,9 +215,17 @@ class TrainTransform:
             self._pipelines[key] = pipeline
         return pipeline
 
+    def resize_target(self, width: int, height: int) -> tuple[int, int]:
+        """The resize's output size for an image of ``width`` x ``height``: :func:`stage_dims`."""
+        return stage_dims(width, height, self.long_side)
+
     def __call__(self, image: np.ndarray | Image.Image, seed: int | None = None) -> np.ndarray:
         """Augment one image; ``seed`` (a non-negative int) fixes this call's draws, ``None`` draws on."""
-        resized = np.asarray(stage_resize(_as_pil(image), self.long_side))
+        return self.after_resize(np.asarray(stage_resize(_as_pil(image), self.long_side)), seed)
+
+    def after_resize(self, resized: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """Crop, augment and finish an image already at :meth:`resize_target` (a decoder that resized it
+        itself, e.g. :func:`camtrap.data.imageio.load_sized`)."""
         height, width = resized.shape[:2]
         crop_w, crop_h = crop_size(width, height, self.crop_long)
         pipeline = self._pipeline(crop_w, crop_h)

@@ -20,7 +20,7 @@ import pandas as pd
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
 from camtrap.data.contract import ClassSetting, RowIssue, check_coverage, read_labels, read_metadata
-from camtrap.data.imageio import ImageDecodeError, decode_image
+from camtrap.data.imageio import DEFAULT_DECODE, DecodeMode, ImageDecodeError, load_sized
 from camtrap.data.prepare import ERROR, MANIFEST, STATUS, STATUS_OK
 from camtrap.errors import InputError
 
@@ -115,21 +115,26 @@ def decode_files(
     images_dir: str,
     transform: Callable[..., np.ndarray],
     seeds: Sequence[int] | None = None,
+    decode: DecodeMode = DEFAULT_DECODE,
 ) -> tuple[list[int], np.ndarray]:
     """Read, decode and transform each file: (positions of the files kept, object array of their images).
 
-    ``seeds``: one augmentation seed per file, passed as ``transform(image, seed=...)``. A file that
-    fails to decode is left out with a warning naming it.
+    ``transform``: a :class:`camtrap.train.augment.TrainTransform` or ``EvalTransform``. The file is
+    decoded straight to the transform's resize size (:func:`camtrap.data.imageio.load_sized`, the same
+    LANCZOS as the transform's own resize, so ``exact`` gives the same bytes as resizing in the
+    transform) in mode ``decode``, and the rest of the transform follows. ``seeds``: one augmentation
+    seed per file, passed as ``after_resize(image, seed=...)``. A file that fails to decode is left out
+    with a warning naming it.
     """
     keep, images = [], []
     for i, name in enumerate(names):
         try:
-            img = decode_image(storage.read_inside(images_dir, str(name)))
+            img, _ = load_sized(storage.read_inside(images_dir, str(name)), transform.resize_target, decode=decode)
         except (ImageDecodeError, OSError) as e:
             log.warning("skipping %s: %s", name, e)
             continue
         arr = np.asarray(img)
-        images.append(transform(arr) if seeds is None else transform(arr, seed=int(seeds[i])))
+        images.append(transform.after_resize(arr) if seeds is None else transform.after_resize(arr, seed=int(seeds[i])))
         keep.append(i)
     out = np.empty(len(images), dtype=object)
     out[:] = images

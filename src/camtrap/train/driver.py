@@ -29,6 +29,8 @@ from camtrap import run_layout as layout
 from camtrap.config.recipe import Recipe, StageConfig, recipe_changes, recipe_yaml
 from camtrap.console import train_log_level
 from camtrap.data import storage
+from camtrap.data.decoding import ImagesDecode
+from camtrap.data.imageio import DECODE_KEY, DEFAULT_DECODE
 from camtrap.errors import InputError
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
 from camtrap.run_layout import RunLayout
@@ -135,6 +137,26 @@ def pin_workers(run: RunLayout, workers: WorkerPlan) -> None:
     storage.write_bytes_atomic(run.scaling, json.dumps(record, indent=1).encode())
 
 
+def pin_decode(run: RunLayout, decode: ImagesDecode) -> None:
+    """Refuse to resume a run with images of another decode mode; record the mode of a new run.
+
+    A model trained on a mix of exact and fast pixels would record neither honestly. A run folder from
+    before the modes existed (it has ``scaling.json`` but no ``decode.json``) was trained on exact pixels.
+    """
+    old = None
+    if storage.exists(run.decode):
+        old = json.loads(storage.read_bytes(run.decode)).get(DECODE_KEY)
+    elif storage.exists(run.scaling):
+        old = DEFAULT_DECODE
+    if old is not None and old != decode.mode:
+        raise RunDirError(
+            f"{run.decode}: {run.root} was trained on decode {old} images; resuming it on decode {decode.mode} "
+            f"images ({decode.source}) would mix the two in one model. Use --decode {old} (or a folder prepared "
+            "with it), another --out, or --overwrite"
+        )
+    storage.write_bytes_atomic(run.decode, json.dumps({DECODE_KEY: decode.mode}).encode())
+
+
 def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda: bool = True,
                       tables: StageTables | None = None) -> dict[str, Any]:
     """The ``train_loop_config`` of one stage's trainer (plain data and object refs).
@@ -157,6 +179,7 @@ def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda
         "init_weights": init_weights,
         "steps_per_epoch": plan.steps_per_epoch(stage),
         "torch_threads": plan.torch_threads,
+        "decode": plan.decode.read,
     }
 
 
@@ -294,7 +317,7 @@ def finish_run(plan: TrainingPlan, run: RunLayout, last_best: str, history: list
     """``model.pt`` from the last stage's best weights, and the whole run's history."""
     final = read_state_file(last_best)
     save_model_file(run.model, final["model"], plan.recipe.model_dump(mode="json"), plan.classes, plan.priors,
-                    plan.recipe.eval_long_side, plan.mean, plan.std, final["metrics"])
+                    plan.recipe.eval_long_side, plan.mean, plan.std, final["metrics"], decode=plan.decode.mode)
     write_history(run, history)
 
 
@@ -302,7 +325,8 @@ def dry_run(recipe: Recipe, metadata: str | Sequence[str], labels: str, images_d
             storage_path: str | None = None, **workers: Any) -> str:
     """The plan :func:`run_training` would follow, as text; reads the tables, writes and starts nothing.
 
-    ``workers``: ``num_workers``, ``use_gpu``, ``cpus_per_worker`` as :func:`run_training` takes them.
+    ``workers``: ``num_workers``, ``use_gpu``, ``cpus_per_worker`` and ``decode`` as :func:`run_training`
+    takes them.
     """
     run = RunLayout(os.path.abspath(out_dir) if not storage.is_uri(out_dir) else out_dir)
     plan = plan_training(recipe, metadata, labels, images_dir, **workers)
@@ -322,6 +346,7 @@ def run_training(
     storage_path: str | None = None,
     callbacks: Sequence | None = None,
     overwrite: bool = False,
+    decode: str | None = None,
 ) -> TrainSummary:
     """Run every stage of ``recipe``; rerunning the same call resumes where it stopped.
 
@@ -329,11 +354,13 @@ def run_training(
     with another recipe is refused naming the changed fields, unless ``overwrite`` clears the run.
 
     ``callbacks`` go to every stage's ``RunConfig`` (a Tune trial passes ``TuneReportCallback`` so
-    each epoch's report reaches Tune and ASHA can stop a weak trial).
+    each epoch's report reaches Tune and ASHA can stop a weak trial). ``decode``: the decode mode of raw
+    images (None: exact); a prepared folder brings its own (:func:`camtrap.train.plan.plan_training`).
     """
     start = time.perf_counter()
     run = open_run_dir(out_dir, recipe, overwrite)
-    plan = plan_training(recipe, metadata, labels, images_dir, num_workers, use_gpu, cpus_per_worker)
+    plan = plan_training(recipe, metadata, labels, images_dir, num_workers, use_gpu, cpus_per_worker, decode=decode)
+    pin_decode(run, plan.decode)
     pin_workers(run, plan.workers)
     print(describe_workers(plan), flush=True)
     storage.write_bytes_atomic(run.rejected_rows, plan.rejected.to_csv(index=False).encode())

@@ -37,6 +37,7 @@ from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.imageio import DEFAULT_DECODE, DecodeMode
 from camtrap.train.dataset import IMAGE, TARGET, decode_files
 
 #: The column of an epoch dataset that holds each image's row in its :class:`EpochTable`.
@@ -241,8 +242,10 @@ def decode_epoch_batch(
     transform: Callable[..., np.ndarray],
     seed: int | None,
     epoch: int,
+    decode: DecodeMode = DEFAULT_DECODE,
 ) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` function: positions in a rank's slice -> its rows, decoded and augmented.
+    """Ray Data ``map_batches`` function: positions in a rank's slice -> its rows, decoded (mode ``decode``)
+    and augmented.
 
     The table and the slice come from the object store (``ray.get`` maps them; nothing is copied).
     ``seed`` ``None`` (validation): no per-image seed, the transform is called as ``transform(image)``.
@@ -253,7 +256,7 @@ def decode_epoch_batch(
     rows = ray.get(indices_ref)[batch[_POSITION]]
     cols = table.rows(rows)
     seeds = None if seed is None else [image_seed(seed, epoch, int(r)) for r in rows]
-    keep, images = decode_files(cols[FILE_NAME], images_dir, transform, seeds)
+    keep, images = decode_files(cols[FILE_NAME], images_dir, transform, seeds, decode)
     out = {k: v[keep] for k, v in cols.items()}
     out[IMAGE] = images
     return out
@@ -272,6 +275,7 @@ def epoch_dataset(
     max_cpus: float | None = None,
     max_object_store_bytes: float | None = None,
     progress_bars: bool = False,
+    decode: DecodeMode = DEFAULT_DECODE,
 ):
     """One rank's epoch: a Ray Dataset of ``image`` (uint8 HWC), ``target`` (float32), ``seq_id``,
     ``file_name`` and ``row``, in the order of ``indices``.
@@ -289,7 +293,8 @@ def epoch_dataset(
     only move rows a few batches, cost a window of decoded images in the worker, and need a seed of
     its own to stay repeatable.
 
-    ``max_cpus`` and ``max_object_store_bytes`` cap this dataset's executor: each rank runs its own,
+    ``decode``: the mode files are decoded with (the run's :class:`camtrap.data.decoding.ImagesDecode`
+    ``read``). ``max_cpus`` and ``max_object_store_bytes`` cap this dataset's executor: each rank runs its own,
     so give each about its share (the cluster's decode CPUs and object store over the world size).
     """
     import ray
@@ -307,7 +312,7 @@ def epoch_dataset(
     ds = ds.map_batches(
         decode_epoch_batch,
         fn_kwargs={"table_ref": table_ref, "indices_ref": ray.put(indices), "images_dir": images_dir,
-                   "transform": transform, "seed": seed, "epoch": epoch},
+                   "transform": transform, "seed": seed, "epoch": epoch, "decode": decode},
         batch_size=rows_per_block,
         batch_format="numpy",
         compute=ray.data.TaskPoolStrategy(),

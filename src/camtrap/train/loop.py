@@ -338,17 +338,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch, history = _resume(step, unwrapped)
 
     world = ray.train.get_context().get_world_size()
-    images_dir, decode_cpus = config["images_dir"], _decode_cpus(world)
+    images_dir, decode_cpus, decode = config["images_dir"], _decode_cpus(world), config["decode"]
     train_tf = train_transform(stage.long_side, stage.crop_ratio, mean=None, std=None)
     val_ds = epoch_dataset(config["val_table"], images_dir, eval_transform(stage.long_side, mean=None, std=None),
                            validation_indices(config["val_rows"], rank, world), seed=None, epoch=0,
-                           max_cpus=decode_cpus)
+                           max_cpus=decode_cpus, decode=decode)
     for epoch in range(start_epoch, stage.epochs):
         # The run's epoch number, not the stage's: stage 2 must not replay stage 1's orders and crops.
         run_epoch = config["epoch_offset"] + epoch
         indices = epoch_indices(config["train_rows"], recipe.seed, run_epoch, rank, world)
         train_ds = epoch_dataset(config["train_table"], images_dir, train_tf, indices, recipe.seed, run_epoch,
-                                 max_cpus=decode_cpus)
+                                 max_cpus=decode_cpus, decode=decode)
         loss_sum, seen, train_seconds = train_one_epoch(step, train_ds, stage.batch_size, steps_per_epoch,
                                                         where=f"stage {stage.name}, epoch {epoch + 1}, ")
         lr = optimizer.param_groups[0]["lr"]

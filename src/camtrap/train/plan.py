@@ -14,6 +14,7 @@ import pandas as pd
 from camtrap.config.recipe import Recipe, StageConfig, crop_long_side
 from camtrap.data.classes import COMPETITION_CLASSES, SEQ_ID
 from camtrap.data.contract import ClassSetting, issues_frame
+from camtrap.data.decoding import ImagesDecode, images_decode
 from camtrap.errors import InputError
 from camtrap.metrics import class_priors
 from camtrap.runtime import ClusterView, cluster_view
@@ -35,6 +36,7 @@ class TrainingPlan:
     std: tuple[float, ...]
     workers: WorkerPlan
     rejected: pd.DataFrame
+    decode: ImagesDecode
 
     @property
     def num_workers(self) -> int:
@@ -105,12 +107,16 @@ def plan_training(
     use_gpu: bool | None = None,
     cpus_per_worker: float | None = None,
     view: ClusterView | None = None,
+    decode: str | None = None,
 ) -> TrainingPlan:
-    """Tables, split, priors, normalisation and the workers: the same for every stage of a run.
+    """Tables, split, priors, normalisation, the workers and the decode mode: the same for every stage of a run.
 
     ``num_workers``/``use_gpu``/``cpus_per_worker`` override the recipe's ``scaling`` (None: the
     recipe's); ``view`` is the cluster to plan on (default: the connected Ray's, or this machine).
+    ``decode``: the mode for raw images (None: exact); a prepared folder brings its own, and another
+    ``decode`` is refused (:func:`camtrap.data.decoding.images_decode`).
     """
+    decode_choice = images_decode(images_dir, decode)
     from camtrap.train.models import create_classifier, model_normalization
 
     workers = plan_workers(recipe, view or cluster_view(), num_workers, use_gpu, cpus_per_worker)
@@ -122,7 +128,7 @@ def plan_training(
     return TrainingPlan(
         recipe=recipe, images_dir=images_dir, train_rows=train_rows, val_rows=val_rows,
         classes=list(table.classes), priors=priors.tolist(), mean=mean, std=std, workers=workers,
-        rejected=issues_frame(table.issues),
+        rejected=issues_frame(table.issues), decode=decode_choice,
     )
 
 
@@ -137,6 +143,7 @@ def describe_plan(plan: TrainingPlan, run_dir: str, storage_path: str) -> str:
          f"freeze {recipe.freeze}); nothing was started"),
         describe_workers(plan),
         f"  torch threads per worker {w.torch_threads}; AMP {amp if w.use_gpu else 'off (CPU)'}",
+        f"  images: {plan.decode.describe()}, recorded in model.pt",
         (f"  data: {len(plan.train_rows)} training / {len(plan.val_rows)} validation images, "
          f"{len(plan.classes)} classes ({len(plan.rejected)} rows rejected)"),
     ]
