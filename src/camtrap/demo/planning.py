@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from camtrap.data.classes import COMPETITION_CLASSES, EMPTY
+from camtrap.data.sequences import DATETIME_FORMAT
 
 # (width, height). Snapshot Serengeti cameras shot 2048x1536 (4:3); other camera models and many
 # re-hosted copies are 16:9 or smaller, so the pipeline must not assume one size or aspect ratio.
@@ -44,7 +45,6 @@ _FRAME_INTERVAL_S = 1  # the cameras shoot a burst, one frame a second
 _SEQUENCE_GAP_S = 60  # at least this long between the last frame of a sequence and the next one
 _DAY_SECONDS = (int(6.5 * 3600), int(18.5 * 3600))  # a day sequence starts 06:30 to 18:30
 _NIGHT_SECONDS = (19 * 3600, int(29.5 * 3600))  # a night sequence starts 19:00 to 05:30 next day
-_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _MIN_SIDE = 32
 _SEED_HIGH = 2**63 - 1  # render and layout seeds are drawn from [0, _SEED_HIGH): any int64
 
@@ -131,7 +131,7 @@ class SequencePlan:
 
     def datetimes(self) -> list[str]:
         return [
-            (self.start + dt.timedelta(seconds=k * _FRAME_INTERVAL_S)).strftime(_DATETIME_FORMAT)
+            (self.start + dt.timedelta(seconds=k * _FRAME_INTERVAL_S)).strftime(DATETIME_FORMAT)
             for k in range(self.num_frames)
         ]
 

@@ -23,9 +23,7 @@ placeholder the package's description states).
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -33,10 +31,11 @@ import pandas as pd
 import camtrap
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME, SEQ_ID
+from camtrap.data.contract import read_text_csv
 from camtrap.data.frames import ERROR
 from camtrap.data.sequences import CAMERA
 from camtrap.errors import InputError
-from camtrap.export.season import ExportSettings, ScoredSeason, capture_times, sequence_labels
+from camtrap.export.season import ExportSettings, ScoredSeason, parse_utc_offset, sequence_labels
 from camtrap.export.taxa import OBSERVATION_TYPE, SCIENTIFIC_NAME, SEX, TAXON_RANK, VERNACULAR_NAME
 
 PACKAGE_DIR = "camtrap-dp"
@@ -65,19 +64,6 @@ OBSERVATION_FIELDS = [
 PLACEHOLDER_COMMENT = ("coordinates unknown to camtrap: latitude/longitude 0, 0 are placeholders "
                        "(give them with predict.py --deployments)")
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-_OFFSET = re.compile(r"^[+-](0\d|1[0-4]):[0-5]\d$")
-
-
-def parse_utc_offset(text: str) -> dt.timezone:
-    """``+HH:MM``/``-HH:MM`` (or ``Z``) as a timezone; ``InputError`` otherwise."""
-    text = text.strip()
-    if text in ("Z", "z"):
-        return dt.timezone.utc
-    if not _OFFSET.match(text):
-        raise InputError(f"--utc-offset {text!r}: expected +HH:MM or -HH:MM (e.g. +03:00 for East Africa)")
-    sign = 1 if text[0] == "+" else -1
-    hours, minutes = int(text[1:3]), int(text[4:6])
-    return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
 
 
 def _table(frame: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
@@ -117,8 +103,8 @@ def _file_times(images_dir: str, names: list[str], zone: dt.timezone) -> dict[st
 
 def media_table(season: ScoredSeason, zone: dt.timezone) -> pd.DataFrame:
     """One media row per image whose file name is valid (the metadata's rejected rows have none)."""
-    images = season.images[season.images[CAMERA] != ""].copy()
-    times = capture_times(images)
+    valid = (season.images[CAMERA] != "").to_numpy()
+    images, times = season.images[valid].copy(), season.times[valid]
     untimed = list(images.loc[times.isna().to_numpy(), FILE_NAME])
     fallback = _file_times(season.images_dir, untimed, zone)
     stamps, comments = [], []
@@ -160,7 +146,7 @@ def _deployments(media: pd.DataFrame, settings: ExportSettings) -> pd.DataFrame:
 
 def _merge_user_deployments(frame: pd.DataFrame, path: str) -> pd.DataFrame:
     """Overlay a user's deployments CSV (by deploymentID) on the inferred rows."""
-    user = pd.read_csv(io.BytesIO(storage.read_bytes(path)), dtype=str, keep_default_na=False)
+    user, _ = read_text_csv(path, strict=True)
     if "deploymentID" not in user.columns:
         raise InputError(f"{path}: no 'deploymentID' column; a deployments file has deploymentID (the camera "
                          f"folder) and any Camtrap DP deployments field, e.g. latitude,longitude")

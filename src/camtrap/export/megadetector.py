@@ -29,25 +29,28 @@ _CATEGORY_OF_TYPE = {"animal": "1", "human": "2", "vehicle": "3"}
 WHOLE_IMAGE = [0.0, 0.0, 1.0, 1.0]
 
 
-def _detection(probs: pd.Series, taxa: pd.DataFrame, ids: dict[str, str], top_k: int) -> dict:
-    types = taxa[OBSERVATION_TYPE]
-    blank = [c for c in probs.index if types[c] == "blank"]
-    objects = probs[[c for c in probs.index if types[c] != "blank"]]
-    best = objects.idxmax()
-    conf = 1.0 - float(probs[blank].max()) if blank else float(objects.max())
+def _detection(probs: pd.Series, blank: list[str], objects: list[str], categories: dict[str, str],
+               ids: dict[str, str], top_k: int) -> dict:
+    """The whole-image detection of a sequence's images; ``blank``/``objects`` split the classes."""
+    found = probs[objects]
+    conf = 1.0 - float(probs[blank].max()) if blank else float(found.max())
     return {
-        "category": _CATEGORY_OF_TYPE.get(types[best], "1"),
+        "category": categories[found.idxmax()],
         "conf": round(min(max(conf, 0.0), 1.0), 4),
         "bbox": WHOLE_IMAGE,
-        "classifications": [[ids[c], round(p, 4)] for c, p in top_classes(objects, top_k)],
+        "classifications": [[ids[c], round(p, 4)] for c, p in top_classes(found, top_k)],
     }
 
 
 def megadetector_results(season: ScoredSeason, settings: ExportSettings, taxa: pd.DataFrame) -> dict:
     """The results document (see the module docstring)."""
     ids = {c: str(i) for i, c in enumerate(season.classes)}
+    types = taxa.loc[season.classes, OBSERVATION_TYPE]
+    blank = [c for c in season.classes if types[c] == "blank"]
+    objects = [c for c in season.classes if types[c] != "blank"]
+    categories = {c: _CATEGORY_OF_TYPE.get(types[c], "1") for c in objects}
     failure = season.failure_of()
-    detections = {seq_id: _detection(probs, taxa, ids, settings.top_k)
+    detections = {seq_id: _detection(probs, blank, objects, categories, ids, settings.top_k)
                   for seq_id, probs in season.sequences[season.classes].iterrows() if seq_id not in failure}
     images = []
     for seq_id, name, error in season.images[[SEQ_ID, FILE_NAME, ERROR]].itertuples(index=False, name=None):

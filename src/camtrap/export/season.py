@@ -9,19 +9,33 @@ competition submission on every number, and each accounts for every image and ev
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
-import numpy as np
 import pandas as pd
 
 from camtrap.data.classes import DATETIME, FILE_NAME, SEQ_ID
 from camtrap.data.frames import ERROR
 from camtrap.data.sequences import CAMERA, DATETIME_FORMAT, parse_exif_datetime
 from camtrap.errors import InputError
-from camtrap.export.taxa import OBSERVATION_TYPE
 
 #: The failure reason of a sequence with no usable image (the failed sequences table's column).
 REASON = "reason"
+
+
+_OFFSET = re.compile(r"^[+-](0\d|1[0-4]):[0-5]\d$")
+
+
+def parse_utc_offset(text: str) -> dt.timezone:
+    """``+HH:MM``/``-HH:MM`` (or ``Z``) as a timezone; ``InputError`` otherwise."""
+    text = text.strip()
+    if text in ("Z", "z"):
+        return dt.timezone.utc
+    if not _OFFSET.match(text):
+        raise InputError(f"--utc-offset {text!r}: expected +HH:MM or -HH:MM (e.g. +03:00 for East Africa)")
+    sign = 1 if text[0] == "+" else -1
+    return dt.timezone(sign * dt.timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,7 @@ class ExportSettings:
             raise InputError(f"--threshold {self.threshold}: expected a probability in (0, 1]")
         if self.top_k < 1:
             raise InputError(f"top_k must be at least 1, got {self.top_k}")
+        parse_utc_offset(self.utc_offset)
 
 
 @dataclass
@@ -75,6 +90,12 @@ class ScoredSeason:
         """Who classified: each model's recipe and content hash (an ensemble joins them with ' + ')."""
         names = [f"camtrap {m.get('recipe', {}).get('name', 'model')} {m['sha256'][:12]}" for m in self.models]
         return " + ".join(names)
+
+    @cached_property
+    def times(self) -> pd.Series:
+        """Each image's capture time (NaT where the metadata has none), parsed once for every format."""
+        cache = {text: parse_capture_time(text) for text in self.images[DATETIME].unique()}
+        return pd.to_datetime(self.images[DATETIME].map(cache), errors="coerce")
 
     def failure_of(self) -> dict[str, str]:
         """seq_id -> why the sequence has no prediction (only sequences with no usable image)."""
@@ -111,12 +132,6 @@ def parse_capture_time(text: str) -> dt.datetime | None:
     return None
 
 
-def capture_times(images: pd.DataFrame) -> pd.Series:
-    """Each image's capture time (NaT where the metadata has none), as pandas datetimes."""
-    cache = {text: parse_capture_time(text) for text in images[DATETIME].unique()}
-    return pd.to_datetime(images[DATETIME].map(cache), errors="coerce")
-
-
 def sequence_spans(images: pd.DataFrame, times: pd.Series) -> pd.DataFrame:
     """Per seq_id: first and last capture time (NaT when no frame has one), images and failed images."""
     frame = images.assign(_t=times.to_numpy(), _failed=(images[ERROR] != "").to_numpy())
@@ -130,13 +145,3 @@ def sequence_spans(images: pd.DataFrame, times: pd.Series) -> pd.DataFrame:
 def format_time(value: pd.Timestamp | dt.datetime | None) -> str:
     """A naive capture time as the metadata writes it ("" for none)."""
     return "" if value is None or pd.isna(value) else value.strftime(DATETIME_FORMAT)
-
-
-def observation_types(taxa: pd.DataFrame, classes: list[str]) -> pd.Series:
-    """class -> Camtrap DP observationType."""
-    return taxa.loc[classes, OBSERVATION_TYPE]
-
-
-def probability_matrix(season: ScoredSeason) -> np.ndarray:
-    """Sequences x classes, in the season's order."""
-    return season.sequences[season.classes].to_numpy(dtype=np.float64)

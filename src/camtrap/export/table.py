@@ -16,7 +16,6 @@ from camtrap.data.sequences import CAMERA
 from camtrap.export.season import (
     ExportSettings,
     ScoredSeason,
-    capture_times,
     format_time,
     sequence_labels,
     sequence_spans,
@@ -28,7 +27,7 @@ PREDICTIONS_FILE = "predictions.csv"
 
 def sequence_table(season: ScoredSeason, settings: ExportSettings, types: pd.Series) -> pd.DataFrame:
     """The ``csv`` format's rows, in the season's sequence order."""
-    spans = sequence_spans(season.images, capture_times(season.images))
+    spans = sequence_spans(season.images, season.times)
     failure = season.failure_of()
     rows = []
     for seq_id, probs in season.sequences[season.classes].iterrows():

@@ -17,14 +17,13 @@ own name, with a warning, so that nothing is dropped.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from importlib import resources
 
 import pandas as pd
 
-from camtrap.data import storage
 from camtrap.data.classes import COMPETITION_CLASSES
+from camtrap.data.contract import read_text_csv
 from camtrap.errors import InputError
 
 CLASS = "class"
@@ -57,8 +56,9 @@ def guess_observation_type(class_name: str) -> str:
     return "animal"
 
 
-def _read(text: bytes, source: str) -> pd.DataFrame:
-    frame = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
+def _read(source: str) -> pd.DataFrame:
+    """A taxa CSV, each row indexed by its line (:func:`camtrap.data.contract.read_text_csv`)."""
+    frame, _ = read_text_csv(source, strict=True)
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in (CLASS, SCIENTIFIC_NAME) if c not in frame.columns]
     if missing:
@@ -69,12 +69,12 @@ def _read(text: bytes, source: str) -> pd.DataFrame:
     for column, allowed in ((OBSERVATION_TYPE, OBSERVATION_TYPES), (TAXON_RANK, TAXON_RANKS), (SEX, SEXES)):
         bad = frame[(frame[column] != "") & ~frame[column].isin(allowed)]
         if len(bad):
-            line = int(bad.index[0]) + 2
+            line = int(bad.index[0])
             raise InputError(f"{source}:{line}: column '{column}': {bad[column].iloc[0]!r} is not one of "
                              f"{list(allowed)}")
     duplicated = frame[frame[CLASS].duplicated()]
     if len(duplicated):
-        raise InputError(f"{source}:{int(duplicated.index[0]) + 2}: class '{duplicated[CLASS].iloc[0]}' listed twice")
+        raise InputError(f"{source}:{int(duplicated.index[0])}: class '{duplicated[CLASS].iloc[0]}' listed twice")
     return frame[TAXA_COLUMNS]
 
 
@@ -87,10 +87,10 @@ def load_taxa(classes: Sequence[str], path: str | None = None) -> tuple[pd.DataF
     warning; an observationType left empty is guessed from the class name.
     """
     if path is not None:
-        taxa, where = _read(storage.read_bytes(path), str(path)), str(path)
+        taxa, where = _read(str(path)), str(path)
     elif set(classes) <= set(COMPETITION_CLASSES):
-        text = resources.files("camtrap.export").joinpath(SNAPSHOT_SERENGETI_TAXA).read_bytes()
-        taxa, where = _read(text, SNAPSHOT_SERENGETI_TAXA), "the packaged Snapshot Serengeti list"
+        taxa = _read(str(resources.files("camtrap.export").joinpath(SNAPSHOT_SERENGETI_TAXA)))
+        where = "the packaged Snapshot Serengeti list"
     else:  # another dataset's names: a coinciding name ("baboon") may be another species there
         taxa, where = pd.DataFrame(columns=TAXA_COLUMNS), "no taxa file (the classes are not the competition's)"
     taxa = taxa.set_index(CLASS)

@@ -37,7 +37,6 @@ from camtrap.data.resume import PartLog
 from camtrap.data.sequences import CAMERA, SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import InputError
 from camtrap.export import FIELD_FORMATS, ExportSettings, ScoredSeason, write_field_formats
-from camtrap.export.camtrap_dp import parse_utc_offset
 from camtrap.infer.actors import ActorPlan, plan_actors
 from camtrap.infer.predictor import FlipTTAPredictor, prob_column
 from camtrap.infer.submission import (
@@ -70,11 +69,6 @@ class ScoreSummary:
     processed: int
     seconds: float
     outputs: dict[str, str]
-
-    @property
-    def out(self) -> str:
-        """The first output written (the submission CSV when that is the only format)."""
-        return next(iter(self.outputs.values()))
 
     def __str__(self) -> str:
         rate = self.processed / self.seconds if self.seconds > 0 else float("nan")
@@ -225,8 +219,6 @@ def predict(
     paths = OutputPaths.plan(out, formats, work_dir)
     for flag, path in (("--out", paths.out), ("--work-dir", paths.work_dir)):
         refuse_output_inside_images(path, images_dir, flag)
-    if export.utc_offset:
-        parse_utc_offset(export.utc_offset)
     if isinstance(metadata, str):
         metadata = [metadata]
     metadata = metadata_or_sequences(metadata, images_dir, paths.sequences, sequence_gap, job="predict")
