@@ -9,7 +9,8 @@ single-process flip-TTA loop, submissions checked equal; memory: peak RSS of the
 predict jobs on N and 10N images; scale: an epoch's start (compact table, object store, one rank's
 indices, dataset and first batch) on a synthetic 7 M-row season vs a 100k-row one and a plain pandas
 loop (it makes its own season and needs no data). Without --metadata it generates camera-trap-like demo
-data (full-size JPEGs) in a temporary folder.
+data in a temporary folder: full-size JPEGs of --frame-sizes (default Snapshot Serengeti's 2048x1536, the
+frames the decode targets are stated for).
 """
 
 import argparse
@@ -54,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images-dir", default=None, help="raw images of --metadata")
     p.add_argument("--labels", default=None, help="labels CSV of --metadata (train)")
     p.add_argument("--sequences", type=int, default=None, help="generated sequences (default 150, quick 50)")
+    p.add_argument("--frame-sizes", default="2048x1536",
+                   help="generated frames: camera sizes WxH[,WxH...], one per camera site (default %(default)s)")
     p.add_argument("--repeats", type=int, default=None, help="repetitions per variant (default 3, quick 2)")
     p.add_argument("--rows-per-task", type=int, default=32, help="prepare: images per Ray Data task")
     p.add_argument("--train-repeats", type=int, default=None, help="runs per side of train (default: --repeats)")
@@ -74,10 +77,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _demo_inputs(root: str, sequences: int) -> tuple[str, str, str]:
+def _demo_inputs(root: str, sequences: int, frame_sizes: str) -> tuple[str, str, str]:
     from camtrap.demo import make_demo_dataset
+    from camtrap.demo.planning import parse_sizes
 
-    make_demo_dataset(root, num_sequences=sequences, seed=0)
+    try:
+        sizes = parse_sizes(frame_sizes)
+    except ValueError as e:
+        raise InputError(f"--frame-sizes: {e}") from None
+    make_demo_dataset(root, num_sequences=sequences, seed=0, image_sizes=sizes)
     return (os.path.join(root, "train_metadata.csv"), os.path.join(root, "images"),
             os.path.join(root, "train_labels.csv"))
 
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
         metadata = images_dir = labels = None  # the scale bench makes its own season
     else:
         metadata, images_dir, labels = _demo_inputs(os.path.join(scratch, "data"),
-                                                     args.sequences or (50 if args.quick else 150))
+                                                     args.sequences or (50 if args.quick else 150), args.frame_sizes)
     start = time.perf_counter()
     init_ray()
     warm_up_ray()

@@ -2,7 +2,7 @@
 
     python ray_jobs/tune.py --space tune_spaces/cpu_smoke.yaml --recipe cpu_tiny \
         --metadata train_metadata.csv --labels train_labels.csv --images-dir PREPARED_DIR --out SWEEP_DIR \
-        [--num-samples N] [--max-concurrent N]
+        [--num-samples N] [--max-concurrent N] [--decode exact|fast  (raw images only)]
 
 Writes SWEEP_DIR/results.csv (one row per trial) and SWEEP_DIR/best_recipe.yaml (usable as
 train.py --recipe). Rerunning the same command resumes an interrupted sweep.
@@ -30,7 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_recipe(p, overrides=False)
     cli.add_sequences(p)
     cli.add_labels(p)
-    cli.add_images_dir(p, help="prepared images (the output of prepare.py), folder or URI")
+    cli.add_images_dir(p, help="prepared images (the output of prepare.py) or raw frames, folder or URI")
+    cli.add_decode(p, None, "decode mode of raw --images-dir frames, the same for every trial (default exact; a "
+                   "prepared folder brings its own)")
     p.add_argument("--out", required=True, help="sweep directory")
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: the space's)")
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     with RunLock(args.out, job="tune.py"):  # one sweep folder, one job
         init_ray(args.address)
         summary = run_sweep(space, recipe, metadata, args.labels, args.images_dir, args.out,
-                            num_samples=args.num_samples, max_concurrent=args.max_concurrent)
+                            num_samples=args.num_samples, max_concurrent=args.max_concurrent, decode=args.decode)
     print(summary)
     return 0
 

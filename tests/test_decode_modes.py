@@ -75,7 +75,7 @@ def test_training_takes_the_folder_s_mode_or_the_flag_for_raw_images(demo, fast_
     # The run folder is pinned to the mode it was trained in.
     run = demo / "run"
     assert json.loads((run / "decode.json").read_text()) == {"decode": "fast"}
-    with pytest.raises(InputError, match="trained on decode fast images; resuming it on decode exact"):
+    with pytest.raises(InputError, match="made on decode fast images; resuming it on decode exact images"):
         run_training(apply_overrides(load_recipe("cpu_tiny"), ONE_STAGE), metadata=str(data / "train_metadata.csv"),
                      labels=str(data / "train_labels.csv"), images_dir=str(data / "images"), out_dir=str(run),
                      num_workers=1, decode="exact")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from camtrap.data.classes import COMPETITION_CLASSES
 from camtrap.demo import DEFAULT_SPECIES, SMALL_SIZES, make_demo_dataset
+from camtrap.demo.planning import parse_sizes
 
 TINY_SIZES = ((256, 192), (256, 144))
 CSV_FILES = (
@@ -194,3 +195,11 @@ def test_other_species_and_invalid_names(tmp_path):
     with pytest.raises(ValueError, match="twice"):
         make_demo_dataset(tmp_path / "bad", num_sequences=4, species=["zebra", "zebra"])
     assert not (tmp_path / "bad").exists()  # checked before anything is written
+
+
+def test_frame_sizes_parse_as_the_bench_takes_them():
+    assert parse_sizes("2048x1536, 1920X1080") == ((2048, 1536), (1920, 1080))
+    with pytest.raises(ValueError, match="'2048-1536' is not WIDTHxHEIGHT"):
+        parse_sizes("2048x1536,2048-1536")
+    with pytest.raises(ValueError, match="below the minimum side"):
+        parse_sizes("8x8")

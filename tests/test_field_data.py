@@ -76,14 +76,21 @@ def test_training_takes_the_users_class_list_from_the_labels_header(field):
     assert set(state["classes"]) != set(COMPETITION_CLASSES)
 
 
-def test_a_one_trial_sweep_takes_it_too(field):
-    root = field["root"]
-    assert load_job("tune").main(["--space", "cpu_smoke", "--recipe", "cpu_tiny", "--labels", str(root / "labels.csv"),
-                                  "--images-dir", str(root / "prepared"), "--out", str(root / "sweep"),
-                                  "--num-samples", "1"]) == 0
+def test_a_one_trial_sweep_takes_it_too_from_the_raw_card_in_fast_decode(field, capsys):
+    root, card = field["root"], field["card"]
+    argv = ["--space", "cpu_smoke", "--recipe", "cpu_tiny", "--labels", str(root / "labels.csv"),
+            "--images-dir", str(card), "--out", str(root / "sweep"), "--num-samples", "1"]
+    assert load_job("tune").main([*argv, "--decode", "fast"]) == 0
+    assert "on decode fast images as the trials were" in capsys.readouterr().out
     results = pd.read_csv(root / "sweep" / "results.csv")
     assert len(results) == 1 and results["status"].item() in {"completed", "stopped_early"}
     assert results["best_val_metric"].notna().all()
+    # The sweep and its trial are pinned to the pixels they saw; resuming on others is refused, naming both.
+    trials = list((root / "sweep" / "trials").iterdir())
+    for folder in [root / "sweep", *trials]:
+        assert json.loads((folder / "decode.json").read_text()) == {"decode": "fast"}, folder
+    assert load_job("tune").main([*argv, "--decode", "exact"]) == 2
+    assert "made on decode fast images; resuming it on decode exact images" in capsys.readouterr().err
 
 
 def test_the_raw_card_scores_into_every_field_format(field, tmp_path, capsys):

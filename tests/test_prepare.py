@@ -203,3 +203,14 @@ def test_bad_files_are_recorded_and_the_job_goes_on(ray_session, tmp_path, capsy
     with Image.open(tmp_path / "out" / "S1" / "alpha.png") as img:  # same relative path, JPEG content
         assert img.format == "JPEG" and img.size == (512, 336)
     assert not os.path.exists(tmp_path / "outside.JPG")
+
+
+@pytest.mark.parametrize(("rows", "expected"), [(156, [26] * 6), (171, [28, 29, 28, 29, 28, 29]), (3, [1, 1, 1])])
+def test_blocks_come_in_whole_rounds_of_the_cpus(ray_session, rows, expected):
+    """5 blocks on 2 CPUs would leave one idle in the last round: the count is rounded up to a multiple."""
+    from camtrap.runtime import frame_dataset
+
+    frame = pd.DataFrame({"file_name": [f"{i}.jpg" for i in range(rows)]})
+    ds = frame_dataset(frame, rows_per_block=32, min_blocks=4, block_multiple=2)
+    sizes = [len(b) for b in ds.iter_batches(batch_size=None, batch_format="pandas")]
+    assert sorted(sizes) == sorted(expected) and sum(sizes) == rows

@@ -153,5 +153,9 @@ class SweepLayout:
     def best_recipe(self) -> str:
         return storage.join(self.root, BEST_RECIPE_FILE)
 
+    @property
+    def decode(self) -> str:
+        return storage.join(self.root, DECODE_FILE)
+
     def trial_dir(self, trial_id: str) -> str:
         return storage.join(self.root, TRIALS_DIR, trial_id)

@@ -145,12 +145,15 @@ def cpus_per_actor(num_actors: int, use_gpu: bool, reserve: float = 0.0) -> floa
     return max(0.25, min(1.0, (total - 1.0 - reserve) / max(num_actors, 1)))
 
 
-def frame_dataset(frame, rows_per_block: int, min_blocks: int = 1):
+def frame_dataset(frame, rows_per_block: int, min_blocks: int = 1, block_multiple: int = 1):
     """A Ray Dataset of a pandas frame split into even blocks of at most ``rows_per_block`` rows.
 
     Every job here hands Ray Data a small table (file names, sequence ids) whose rows are expensive
     (an image each): the block, not the row, is the unit of a task, so its size is chosen here.
-    ``min_blocks`` keeps small jobs from leaving CPUs idle (never more blocks than rows).
+    ``min_blocks`` keeps small jobs from leaving CPUs idle, and ``block_multiple`` (the CPUs the tasks
+    share) rounds the count up so the last round of tasks is full: 5 blocks on 2 CPUs leave one CPU idle
+    for a fifth of the job (measured: the prepare job at 0.82x ``Pool(2)`` on 156 images, 0.95x on 171).
+    Never more blocks than rows.
     """
     import math
 
@@ -158,7 +161,8 @@ def frame_dataset(frame, rows_per_block: int, min_blocks: int = 1):
     import ray
 
     frame = frame.reset_index(drop=True)
-    n_blocks = max(math.ceil(len(frame) / rows_per_block), min(len(frame), min_blocks), 1)
+    n_blocks = max(math.ceil(len(frame) / rows_per_block), min_blocks, 1)
+    n_blocks = min(math.ceil(n_blocks / block_multiple) * block_multiple, max(len(frame), 1))
     bounds = np.linspace(0, len(frame), n_blocks + 1).astype(int)
     return ray.data.from_pandas([frame.iloc[a:b] for a, b in itertools.pairwise(bounds) if b > a])
 

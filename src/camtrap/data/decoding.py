@@ -16,11 +16,12 @@ Torch-free: the checks run in the driver before Ray starts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from camtrap.data import storage
-from camtrap.data.imageio import DEFAULT_DECODE, DecodeMode, check_decode
+from camtrap.data.imageio import DECODE_KEY, DEFAULT_DECODE, DecodeMode, check_decode
 from camtrap.data.prepare import MANIFEST, prepared_decode
 from camtrap.errors import InputError
 
@@ -65,6 +66,29 @@ def images_decode(images_dir: str, requested: str | None, default: DecodeMode = 
             f"use the raw images or a folder prepared with --decode {requested}"
         )
     return ImagesDecode(folder, DEFAULT_DECODE, f"the prepared folder's manifest, {images_dir}")
+
+
+def pin_folder_decode(record: str, folder: str, choice: ImagesDecode, before_modes: bool = False,
+                      error: type[InputError] = InputError) -> None:
+    """Refuse to resume a run or sweep folder on images of another decode mode; record the mode of a new one.
+
+    ``record``: the folder's ``decode.json``. ``before_modes``: the folder was used before the modes existed
+    (it has other state but no record), so its pixels were exact. A model trained on a mix of exact and
+    fast pixels would record neither honestly, and a sweep's trials must all see the pixels its best
+    recipe will be trained on. Raises ``error`` naming both modes and the way out.
+    """
+    old = None
+    if storage.exists(record):
+        old = json.loads(storage.read_bytes(record)).get(DECODE_KEY)
+    elif before_modes:
+        old = DEFAULT_DECODE
+    if old is not None and old != choice.mode:
+        raise error(
+            f"{record}: {folder} was made on decode {old} images; resuming it on decode {choice.mode} images "
+            f"({choice.source}) would mix the two. Use --decode {old} (or a folder prepared with it), another "
+            "--out, or --overwrite"
+        )
+    storage.write_bytes_atomic(record, json.dumps({DECODE_KEY: choice.mode}).encode())
 
 
 def model_decodes(metas: Sequence[Mapping]) -> dict[str, DecodeMode]:

@@ -271,9 +271,9 @@ def prepare_images(
     if len(todo):
         if connect is not None:
             connect()
-        # At least two blocks per CPU, so the last blocks do not leave CPUs idle on small jobs.
+        # At least two blocks per CPU and a whole number of rounds, so the last blocks do not leave CPUs idle.
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        ds = frame_dataset(todo, rows_per_task, min_blocks=2 * cpus).map_batches(
+        ds = frame_dataset(todo, rows_per_task, min_blocks=2 * cpus, block_multiple=cpus).map_batches(
             prepare_block,
             batch_size=None,
             batch_format="pandas",

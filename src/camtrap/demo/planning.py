@@ -91,6 +91,17 @@ def validate_sizes(image_sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, i
     return sizes
 
 
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"2048x1536,1920x1080"`` as validated (width, height) pairs; a malformed item is named."""
+    sizes = []
+    for item in text.split(","):
+        w, sep, h = item.strip().lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            raise ValueError(f"image size {item.strip()!r} is not WIDTHxHEIGHT (e.g. 2048x1536)")
+        sizes.append((int(w), int(h)))
+    return validate_sizes(sizes)
+
+
 @dataclass(frozen=True)
 class Site:
     """One camera: its resolution, how it stores night frames and whether it stamps an info strip."""

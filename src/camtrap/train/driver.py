@@ -29,8 +29,7 @@ from camtrap import run_layout as layout
 from camtrap.config.recipe import Recipe, StageConfig, recipe_changes, recipe_yaml
 from camtrap.console import train_log_level
 from camtrap.data import storage
-from camtrap.data.decoding import ImagesDecode
-from camtrap.data.imageio import DECODE_KEY, DEFAULT_DECODE
+from camtrap.data.decoding import ImagesDecode, pin_folder_decode
 from camtrap.errors import InputError
 from camtrap.model_file import read_state_file, save_model_file, state_to_bytes
 from camtrap.run_layout import RunLayout
@@ -138,23 +137,9 @@ def pin_workers(run: RunLayout, workers: WorkerPlan) -> None:
 
 
 def pin_decode(run: RunLayout, decode: ImagesDecode) -> None:
-    """Refuse to resume a run with images of another decode mode; record the mode of a new run.
-
-    A model trained on a mix of exact and fast pixels would record neither honestly. A run folder from
-    before the modes existed (it has ``scaling.json`` but no ``decode.json``) was trained on exact pixels.
-    """
-    old = None
-    if storage.exists(run.decode):
-        old = json.loads(storage.read_bytes(run.decode)).get(DECODE_KEY)
-    elif storage.exists(run.scaling):
-        old = DEFAULT_DECODE
-    if old is not None and old != decode.mode:
-        raise RunDirError(
-            f"{run.decode}: {run.root} was trained on decode {old} images; resuming it on decode {decode.mode} "
-            f"images ({decode.source}) would mix the two in one model. Use --decode {old} (or a folder prepared "
-            "with it), another --out, or --overwrite"
-        )
-    storage.write_bytes_atomic(run.decode, json.dumps({DECODE_KEY: decode.mode}).encode())
+    """Pin the run folder to its decode mode (:func:`camtrap.data.decoding.pin_folder_decode`); a run from
+    before the modes existed (``scaling.json`` but no ``decode.json``) was trained on exact pixels."""
+    pin_folder_decode(run.decode, run.root, decode, before_modes=storage.exists(run.scaling), error=RunDirError)
 
 
 def stage_loop_config(plan: TrainingPlan, stage: StageConfig, init_weights, cuda: bool = True,

@@ -31,6 +31,8 @@ from camtrap.config.tune_space import (
 )
 from camtrap.console import verbose
 from camtrap.data import storage
+from camtrap.data.decoding import images_decode, pin_folder_decode
+from camtrap.data.imageio import DEFAULT_DECODE
 from camtrap.errors import InputError
 from camtrap.run_layout import SWEEP_NAME, SweepLayout
 from camtrap.train.dataset import load_training_table
@@ -51,14 +53,16 @@ class SweepSummary:
     best_metric: float = math.nan
     metric: str = "val_metric"
     seconds: float = 0.0
+    decode: str = DEFAULT_DECODE
 
     def __str__(self) -> str:
+        same_pixels = "" if self.decode == DEFAULT_DECODE else f", on decode {self.decode} images as the trials were"
         return (
             f"tune: {self.trials} trials ({self.completed} completed, {self.stopped_early} stopped early by the "
             f"scheduler, {self.failed} failed) in {self.seconds:.0f}s\n"
             f"  best {self.metric}: {self.best_metric:.5f} with {self.best_params}\n"
             f"  results: {SweepLayout(self.out_dir).results}\n"
-            f"  best recipe: {SweepLayout(self.out_dir).best_recipe} (use it as train.py --recipe)"
+            f"  best recipe: {SweepLayout(self.out_dir).best_recipe} (use it as train.py --recipe{same_pixels})"
         )
 
 
@@ -71,8 +75,14 @@ def run_sweep(
     out_dir: str,
     num_samples: int | None = None,
     max_concurrent: int | None = None,
+    decode: str | None = None,
 ) -> SweepSummary:
-    """Run (or resume) the sweep; writes ``results.csv`` and ``best_recipe.yaml`` to ``out_dir``."""
+    """Run (or resume) the sweep; writes ``results.csv`` and ``best_recipe.yaml`` to ``out_dir``.
+
+    ``decode``: the decode mode of raw images (None: exact); a prepared folder brings its own. Every trial
+    trains on the same pixels, and the sweep folder is pinned to their mode (``decode.json``) as a run
+    folder is: a resumed sweep's ASHA would otherwise compare trials that saw different pixels.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -91,9 +101,12 @@ def run_sweep(
     out_dir = os.path.abspath(out_dir) if not storage.is_uri(out_dir) else out_dir
     storage.makedirs(out_dir)
     validate_against_recipe(space, recipe)
-    # A wrong path or a broken labels file fails here, once, not in every trial.
+    # A wrong path, a broken labels file or a contradicted decode mode fails here, once, not in every trial.
     load_training_table(metadata, labels, images_dir, recipe_classes(recipe))
-    data = {"metadata": metadata, "labels": labels, "images_dir": images_dir}
+    decoding = images_decode(images_dir, decode)
+    path = storage.join(out_dir, SWEEP_NAME)
+    pin_folder_decode(SweepLayout(out_dir).decode, out_dir, decoding, before_modes=tune.Tuner.can_restore(path))
+    data = {"metadata": metadata, "labels": labels, "images_dir": images_dir, "decode": decode}
     # The trial's driver function only waits on its trainer. Ray Data's tasks and the trainer's worker
     # group are not captured into the trial's placement group: they need CPUs left outside it.
     trainable = tune.with_resources(
@@ -101,7 +114,6 @@ def run_sweep(
                              data=data, sweep_dir=out_dir),
         {"CPU": TRIAL_CPU},
     )
-    path = storage.join(out_dir, SWEEP_NAME)
     total = num_samples or space.num_samples
     print(f"tune: {total} trials of {space.name} ({space.scheduler.type}, at most "
           f"{max_concurrent or space.max_concurrent} at once), each up to {trial_epochs(space, recipe)} epochs; "
@@ -150,6 +162,7 @@ def run_sweep(
             os.environ["RAY_AIR_NEW_OUTPUT"] = engine
     summary = summarize_sweep(grid, space, recipe, out_dir)
     summary.seconds = time.perf_counter() - start
+    summary.decode = decoding.mode
     return summary
 
 
