@@ -1,7 +1,7 @@
 """Generate a synthetic camera-trap dataset in the Snapshot Serengeti competition layout.
 
     python ray_jobs/make_demo_data.py --out data/demo --sequences 240 --seed 0 \
-        [--species zebra,giraffe,elephant] [--small] [--workers 2]
+        [--species zebra,giraffe,elephant] [--small | --frame-sizes 2048x1536[,WxH...]] [--workers 2]
 
 Writes images/<season>/<site>/<site>_R<roll>/*.JPG, train_metadata.csv, train_labels.csv,
 test_metadata.csv, test_labels.csv and submission_format.csv under --out. Same seed, same bytes.
@@ -15,6 +15,7 @@ import time
 import _bootstrap  # noqa: F401
 
 from camtrap.demo import DEFAULT_SIZES, DEFAULT_SPECIES, SMALL_SIZES, make_demo_dataset
+from camtrap.demo.planning import parse_sizes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,10 +40,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0.25,
         help="share of sequences in the test season (default 0.25)",
     )
-    p.add_argument(
+    sizes = p.add_mutually_exclusive_group()
+    sizes.add_argument(
         "--small",
         action="store_true",
         help=f"tiny images for tests ({', '.join(f'{w}x{h}' for w, h in SMALL_SIZES)}) instead of full size",
+    )
+    sizes.add_argument(
+        "--frame-sizes",
+        default=None,
+        help="camera sizes WxH[,WxH...], one per camera site (default "
+        f"{','.join(f'{w}x{h}' for w, h in DEFAULT_SIZES)})",
     )
     p.add_argument(
         "--workers",
@@ -56,9 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     species = [s.strip() for s in args.species.split(",") if s.strip()]
-    sizes = SMALL_SIZES if args.small else DEFAULT_SIZES
     started = time.perf_counter()
     try:
+        sizes = SMALL_SIZES if args.small else parse_sizes(args.frame_sizes) if args.frame_sizes else DEFAULT_SIZES
         summary = make_demo_dataset(
             args.out,
             num_sequences=args.sequences,
