@@ -19,6 +19,7 @@ from camtrap.train.epochs import (
     epoch_indices,
     epoch_permutation,
     image_seed,
+    stage_indices,
     validation_indices,
 )
 
@@ -170,9 +171,13 @@ def test_epoch_dataset_is_the_same_on_every_build_and_changes_with_the_epoch(ray
     for a, b in zip(first, second):
         assert np.array_equal(a[ROW], b[ROW]) and np.array_equal(a[TARGET], b[TARGET])
         assert all(np.array_equal(x, y) for x, y in zip(a[IMAGE], b[IMAGE]))
-    # In the permutation's order, the broken file skipped, each row with its own target and file.
+    # In the permutation's order, each row with its own target and file; the broken file's place taken by
+    # another image of its block (every rank keeps its step count), none skipped.
     rows = np.concatenate([b[ROW] for b in first])
-    assert np.array_equal(rows, indices[indices != 7])
+    assert len(rows) == len(indices)
+    broken = int(np.flatnonzero(indices == 7)[0])
+    assert np.array_equal(np.delete(rows, broken), np.delete(indices, broken))
+    assert rows[broken] != 7 and rows[broken] in indices[broken // 4 * 4:broken // 4 * 4 + 4]
     all_rows = EpochTable.from_frame(frame, CLASSES).rows(rows)
     assert np.array_equal(np.concatenate([b[TARGET] for b in first]), all_rows[TARGET])
     assert list(np.concatenate([b[FILE_NAME] for b in first])) == list(all_rows[FILE_NAME])
@@ -180,6 +185,14 @@ def test_epoch_dataset_is_the_same_on_every_build_and_changes_with_the_epoch(ray
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     # Another epoch: another order; the other rank: other rows.
     _, other_epoch = build(epoch=1)
+    # A stage's dataset over epochs 0 and 1 gives each epoch's rows and augmentations, one after the other.
+    both, epoch_of = stage_indices(len(frame), seed, [0, 1], 0, world, rows_per_epoch=24)
+    assert np.array_equal(both[:24], indices[:24]) and list(np.unique(epoch_of[24:])) == [1]
+    stage = _batches(epoch_dataset(ref, images_dir, tf, both, seed, epoch_of, rows_per_block=4, rows_per_task=8))
+    stage_images = [im for b in stage for im in b[IMAGE]]
+    assert len(stage_images) == 48
+    assert all(np.array_equal(x, y) for x, y in zip(stage_images[:24], [im for b in first for im in b[IMAGE]]))
+    assert all(np.array_equal(x, y) for x, y in zip(stage_images[24:], [im for b in other_epoch for im in b[IMAGE]]))
     assert not np.array_equal(np.concatenate([b[ROW] for b in other_epoch]), rows)
     _, other_rank = build(epoch=0, rank=1)
     assert not set(np.concatenate([b[ROW] for b in other_rank])) & set(rows)

@@ -58,14 +58,9 @@ class _NaNStep:
         return (1.0 if self.calls == 1 else float("nan")), 4
 
 
-class _Batches:
-    def iter_batches(self, **_):
-        return iter([{}] * 5)
-
-
 def test_a_non_finite_loss_stops_the_stage_naming_stage_epoch_and_step():
     with pytest.raises(TrainingDiverged, match=r"training diverged: stage s96, epoch 3, step 2: the loss is nan"):
-        train_one_epoch(_NaNStep(), _Batches(), 4, 5, where="stage s96, epoch 3, ")
+        train_one_epoch(_NaNStep(), [{}] * 5, 5, where="stage s96, epoch 3, ")
 
 
 def test_model_files_that_cannot_score_are_refused_naming_the_file(tmp_path):

@@ -16,8 +16,8 @@ Here instead:
   same number of steps as DDP needs). Every rank computes it alone; nothing is exchanged.
 * :func:`image_seed`: each image's augmentation seed from ``(seed, epoch, row)``, so an image's crop and
   flips do not depend on which Ray task or process decodes it, nor on the number of ranks.
-* :func:`epoch_dataset`: one rank's epoch as a Ray Dataset whose blocks are ranges of its index slice,
-  decoded and augmented in Ray Data tasks, in order (``preserve_order``).
+* :func:`epoch_dataset`: one rank's epoch as a Ray Dataset whose read tasks each decode and augment a
+  range of its index slice (about four tasks per decode CPU), in order (``preserve_order``).
 
 Same seed, epoch and world size: the same rows on the same rank in the same order, with the same
 augmentations (an image that fails to decode is skipped with a warning, as before).
@@ -26,8 +26,10 @@ augmentations (an image that fails to decode is skipped with a warning, as befor
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,8 +44,6 @@ from camtrap.train.dataset import IMAGE, TARGET, decode_files
 
 #: The column of an epoch dataset that holds each image's row in its :class:`EpochTable`.
 ROW = "row"
-#: The column of the blocks :class:`EpochPositionsDatasource` reads: positions in the rank's index slice.
-_POSITION = "position"
 
 
 def _large_strings(values) -> pa.Array:
@@ -192,6 +192,21 @@ def validation_indices(n_rows: int, rank: int, world_size: int) -> np.ndarray:
     return np.arange(rank, n_rows, world_size, dtype=np.int64)
 
 
+def stage_indices(n_rows: int, seed: int, epochs: Sequence[int], rank: int, world_size: int,
+                  rows_per_epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, epoch of each row): rank ``rank``'s rows of every epoch in ``epochs``, one after another.
+
+    Each epoch's rows are :func:`epoch_indices`, cut to ``rows_per_epoch`` (the steps x batch the loop
+    takes; the rest would be a partial batch that is dropped). One dataset over a stage's epochs keeps
+    its decode tasks running from one epoch into the next, through validation and the checkpoint,
+    instead of starting a pipeline per epoch.
+    """
+    parts = [epoch_indices(n_rows, seed, e, rank, world_size)[:rows_per_epoch] for e in epochs]
+    rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    of = np.concatenate([np.full(len(p), e, np.int64) for e, p in zip(epochs, parts)]) if parts else rows.copy()
+    return rows, of
+
+
 def image_seed(seed: int, epoch: int, row: int) -> int:
     """The augmentation seed (63 bits) of table row ``row`` in epoch ``epoch`` of a run seeded ``seed``.
 
@@ -202,64 +217,107 @@ def image_seed(seed: int, epoch: int, row: int) -> int:
     return int(state >> np.uint64(1))
 
 
-def _positions(start: int, stop: int) -> list[pa.Table]:
-    return [pa.table({_POSITION: np.arange(start, stop, dtype=np.int64)})]
+#: Read tasks per decode CPU in one rank's epoch: enough that every CPU has work while the ones ahead in
+#: the order finish, so ``preserve_order`` never leaves CPUs idle behind a slow task.
+TASKS_PER_CPU = 4
+#: At most this many rows per task: small enough that a batch spans several tasks decoding side by side
+#: (a task yields its blocks one after another), large enough that Ray's per-task cost stays in the
+#: noise (a task of 256 images is seconds of decoding; Ray's own cost is milliseconds).
+MAX_ROWS_PER_TASK = 256
 
 
-class EpochPositionsDatasource(Datasource):
-    """Positions ``0..n-1`` of a rank's index slice, ``rows_per_task`` per read task (one block each).
+def rows_per_task_for(n_rows: int, cpus: float | None, rows_per_block: int,
+                      most: int = MAX_ROWS_PER_TASK) -> int:
+    """Rows one decode task takes so that ``cpus`` CPUs each get about :data:`TASKS_PER_CPU` tasks.
 
-    Not ``ray.data.range``: Ray Data puts every read task in the object store from the process that
-    iterates (here the training worker) when the epoch starts, and ``range``'s tasks (closures) took
-    about 3.5 ms each to pickle and put; these (a module function and two ints) take about half that.
+    Whole blocks, between one block and ``most`` rows. The fixed 2,048 rows it replaces gave a
+    6,000-image epoch three tasks: three of a 16-CPU GPU node's CPUs decoded while the GPU waited.
+    """
+    cpus = max(1, math.ceil(cpus or 1))
+    per_task = -(-n_rows // (cpus * TASKS_PER_CPU))
+    per_task = -(-per_task // rows_per_block) * rows_per_block
+    return max(rows_per_block, min(max(most, rows_per_block), per_task))
+
+
+@dataclass(frozen=True)
+class EpochSpec:
+    """What every decode task of one rank's epoch shares, put in the object store once per epoch."""
+
+    table: Any
+    indices: np.ndarray
+    images_dir: str
+    transform: Callable[..., np.ndarray]
+    seed: int | None
+    #: The run epoch of every position (or one for all): an image's augmentation seed depends on it.
+    epoch: int | np.ndarray
+    decode: DecodeMode
+
+
+def decode_positions(spec: EpochSpec, table: EpochTable, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Positions in a rank's slice -> its rows (:meth:`EpochTable.rows`), decoded and augmented.
+
+    ``seed`` ``None`` (validation): no per-image seed, the transform is called as ``transform(image)``,
+    and a file that fails to decode is left out (with a warning naming it). In training, a failed file's
+    place is taken by another image of the same block (its row, target and pixels): every rank must
+    take the same number of steps, and one image missing from a rank's epoch would leave it a batch
+    short while the others wait for it forever.
+    """
+    rows = spec.indices[positions]
+    cols = table.rows(rows)
+    epochs = np.broadcast_to(np.asarray(spec.epoch), spec.indices.shape)[positions]
+    seeds = None if spec.seed is None else [image_seed(spec.seed, int(e), int(r)) for e, r in zip(epochs, rows)]
+    keep, images = decode_files(cols[FILE_NAME], spec.images_dir, spec.transform, seeds, spec.decode)
+    if spec.seed is not None and keep and len(keep) < len(rows):
+        slot = np.arange(len(rows)) % len(keep)  # the decoded image each position shows
+        slot[keep] = np.arange(len(keep))  # decoded rows stay in place; each failed one borrows one
+        filled = np.empty(len(rows), dtype=object)
+        filled[:] = [images[k] for k in slot]
+        images, keep = filled, [keep[k] for k in slot]
+    out = {k: v[keep] for k, v in cols.items()}
+    out[IMAGE] = images
+    return out
+
+
+def _read_positions(spec_ref, start: int, stop: int, rows_per_block: int):
+    """One read task: positions ``start..stop`` decoded ``rows_per_block`` at a time, a block each."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    spec: EpochSpec = ray.get(spec_ref)
+    table: EpochTable = ray.get(spec.table)
+    for a in range(start, stop, rows_per_block):
+        batch = decode_positions(spec, table, np.arange(a, min(stop, a + rows_per_block), dtype=np.int64))
+        if len(batch[ROW]):
+            yield BlockAccessor.batch_to_block(batch)
+
+
+class EpochDatasource(Datasource):
+    """One rank's epoch, read by tasks that decode: positions ``0..n-1`` of its index slice,
+    ``rows_per_task`` per task, each task yielding decoded blocks of ``rows_per_block`` rows.
+
+    Decoding in the read task itself, not in a ``map_batches`` after it: one task per chunk instead
+    of two, and no block of positions through the object store. A task is a module function and three
+    ints around one shared :class:`EpochSpec` ref (``range``'s closures took about 3.5 ms each to pickle
+    and put in the iterating process).
     """
 
-    def __init__(self, n: int, rows_per_task: int) -> None:
-        self.n, self.rows_per_task = n, rows_per_task
+    def __init__(self, spec_ref, n: int, rows_per_task: int, rows_per_block: int) -> None:
+        self.spec_ref, self.n = spec_ref, n
+        self.rows_per_task, self.rows_per_block = rows_per_task, rows_per_block
 
-    def estimate_inmemory_data_size(self) -> int:
-        return 8 * self.n
+    def estimate_inmemory_data_size(self) -> None:
+        return None
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
         """Tasks of ``rows_per_task`` positions each (``parallelism`` is ignored: the tasks are fixed)."""
-        schema = pa.schema([(_POSITION, pa.int64())])
         tasks = []
         for start in range(0, self.n, self.rows_per_task):
             stop = min(self.n, start + self.rows_per_task)
-            meta = BlockMetadata(num_rows=stop - start, size_bytes=8 * (stop - start), input_files=None,
-                                 exec_stats=None)
-            tasks.append(ReadTask(functools.partial(_positions, start, stop), meta, schema=schema,
-                                  per_task_row_limit=per_task_row_limit))
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            tasks.append(ReadTask(functools.partial(_read_positions, self.spec_ref, start, stop, self.rows_per_block),
+                                  meta, per_task_row_limit=per_task_row_limit))
         return tasks
-
-
-def decode_epoch_batch(
-    batch: dict[str, np.ndarray],
-    table_ref,
-    indices_ref,
-    images_dir: str,
-    transform: Callable[..., np.ndarray],
-    seed: int | None,
-    epoch: int,
-    decode: DecodeMode = DEFAULT_DECODE,
-) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` function: positions in a rank's slice -> its rows, decoded (mode ``decode``)
-    and augmented.
-
-    The table and the slice come from the object store (``ray.get`` maps them; nothing is copied).
-    ``seed`` ``None`` (validation): no per-image seed, the transform is called as ``transform(image)``.
-    """
-    import ray
-
-    table: EpochTable = ray.get(table_ref)
-    rows = ray.get(indices_ref)[batch[_POSITION]]
-    cols = table.rows(rows)
-    seeds = None if seed is None else [image_seed(seed, epoch, int(r)) for r in rows]
-    keep, images = decode_files(cols[FILE_NAME], images_dir, transform, seeds, decode)
-    out = {k: v[keep] for k, v in cols.items()}
-    out[IMAGE] = images
-    return out
 
 
 def epoch_dataset(
@@ -268,9 +326,9 @@ def epoch_dataset(
     transform: Callable[..., np.ndarray],
     indices: np.ndarray,
     seed: int | None,
-    epoch: int,
-    rows_per_block: int = 64,
-    rows_per_task: int = 2048,
+    epoch: int | np.ndarray,
+    rows_per_block: int = 32,
+    rows_per_task: int | None = None,
     block_bytes: int = 8 * 2**20,
     max_cpus: float | None = None,
     max_object_store_bytes: float | None = None,
@@ -282,11 +340,13 @@ def epoch_dataset(
 
     ``table``: an :class:`EpochTable` or, better, the ``ray.put`` ref of one (put once per run, shared
     by every worker and epoch). ``indices``: this rank's rows (:func:`epoch_indices`, or
-    :func:`validation_indices` with ``seed=None`` for a deterministic eval transform). Each Ray task
-    takes ``rows_per_task`` consecutive positions of ``indices`` (:class:`EpochPositionsDatasource`),
-    decodes them ``rows_per_block`` at a time and hands out the images in blocks of about
-    ``block_bytes``: the process that iterates puts one small object per task (about 430 for a rank of
-    a 7 M-row season on 8 ranks), and there is no all-to-all. ``preserve_order`` keeps the blocks in
+    :func:`validation_indices` with ``seed=None`` for a deterministic eval transform, or a stage's
+    :func:`stage_indices` with the epoch of each position as ``epoch``). Each Ray read task
+    takes ``rows_per_task`` consecutive positions of ``indices`` (:class:`EpochDatasource`; None: about
+    :data:`TASKS_PER_CPU` tasks per decode CPU, :func:`rows_per_task_for`), decodes them
+    ``rows_per_block`` at a time and hands out the images in blocks of about ``block_bytes``: the
+    process that iterates puts one small object per task (at most about 430 for a rank of a 7 M-row
+    season on 8 ranks), and there is no all-to-all. ``preserve_order`` keeps the blocks in
     order, so the batches are the same on every build.
 
     No local shuffle buffer: the permutation already shuffles over the whole season, so a buffer would
@@ -304,20 +364,11 @@ def epoch_dataset(
     n = len(indices)
     if n == 0:
         raise ValueError("no rows for this rank: the epoch dataset would be empty")
-    rows_per_task = max(rows_per_task, rows_per_block)
-    ds = ray.data.read_datasource(EpochPositionsDatasource(n, rows_per_task),
-                                  override_num_blocks=-(-n // rows_per_task))
-    # Not fused with the read (Ray Data does not fuse a batch size after a read): one decode task per
-    # read block, calling this on ``rows_per_block`` rows at a time.
-    ds = ds.map_batches(
-        decode_epoch_batch,
-        fn_kwargs={"table_ref": table_ref, "indices_ref": ray.put(indices), "images_dir": images_dir,
-                   "transform": transform, "seed": seed, "epoch": epoch, "decode": decode},
-        batch_size=rows_per_block,
-        batch_format="numpy",
-        compute=ray.data.TaskPoolStrategy(),
-        num_cpus=1,
-    )
+    cpus = max_cpus if max_cpus is not None else ray.cluster_resources().get("CPU", 1.0)
+    rows_per_task = max(rows_per_task or rows_per_task_for(n, cpus, rows_per_block), rows_per_block)
+    spec = ray.put(EpochSpec(table_ref, indices, images_dir, transform, seed, epoch, decode))
+    ds = ray.data.read_datasource(EpochDatasource(spec, n, rows_per_task, rows_per_block),
+                                  override_num_blocks=-(-n // rows_per_task), num_cpus=1)
     # Decoded images leave a task in blocks of about this size (Ray's default, 128 MiB, would hold the
     # first batch back until hundreds of images are decoded).
     ds.context.target_max_block_size = block_bytes

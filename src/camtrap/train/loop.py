@@ -22,6 +22,7 @@ Each worker:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import sys
@@ -43,7 +44,7 @@ from camtrap.metrics import aggregate_by_sequence, competition_loss, logit
 from camtrap.model_file import read_state_file, state_from_bytes
 from camtrap.train.augment import DeviceNormalizer, eval_transform, train_transform
 from camtrap.train.dataset import IMAGE, TARGET
-from camtrap.train.epochs import epoch_dataset, epoch_indices, validation_indices
+from camtrap.train.epochs import epoch_dataset, stage_indices, validation_indices
 from camtrap.train.models import (
     create_classifier,
     forward_by_shape,
@@ -104,6 +105,54 @@ def pad_batch(images: Sequence[np.ndarray], fill: np.ndarray) -> np.ndarray:
     for i, im in enumerate(images):
         out[i, : im.shape[0], : im.shape[1]] = im
     return out
+
+
+#: Batches the worker's iterator prepares ahead of the step (fetch, batch, collate, pin, copy to the
+#: device), in Ray Data's prefetch threads: one step's worth of slack on a bursty decode pipeline.
+PREFETCH_BATCHES = 4
+
+
+class PadCollate:
+    """Ray Data collate of a training batch: ``{image: uint8 NHWC tensor, target: float32 tensor}``.
+
+    Runs in the iterator's prefetch threads, not the training loop. Equal-size images (every
+    Serengeti crop) arrive as one uint8 array and pass through without a copy; mixed sizes are padded
+    with :func:`pad_batch`. Returning tensors lets Ray pin them and copy them to the device in the same
+    threads (``iter_torch_batches(pin_memory=True, device=...)``).
+    """
+
+    def __init__(self, fill: np.ndarray):
+        self.fill = fill
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        images = batch[IMAGE]
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4):
+            images = pad_batch(images, self.fill)
+        target = np.asarray(batch[TARGET] if batch[TARGET].dtype != object else np.stack(batch[TARGET]), np.float32)
+        return {IMAGE: _tensor(images), TARGET: _tensor(target)}
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over ``array`` (copied only when Ray handed out a read-only view of its block)."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
+def train_batches(dataset, batch_size: int, device: torch.device, fill: np.ndarray,
+                  prefetch_batches: int = PREFETCH_BATCHES):
+    """The training batches of an epoch dataset, collated, pinned and on ``device`` when they reach the loop.
+
+    The collate, the pinning and the host-to-device copy run in Ray Data's prefetch threads
+    (``iter_torch_batches``), so the loop's thread only steps the model.
+    """
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class _Collate(PadCollate, NumpyBatchCollateFn):
+        pass
+
+    return dataset.iter_torch_batches(batch_size=batch_size, collate_fn=_Collate(fill), device=device,
+                                      pin_memory=device.type == "cuda", drop_last=True,
+                                      prefetch_batches=prefetch_batches)
 
 
 def create_optimizer(params, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
@@ -215,10 +264,10 @@ class TrainStep:
     norm: DeviceNormalizer
     device: torch.device
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[float, int]:
-        """One step on a batch of uint8 images; returns (loss sum over the batch, images)."""
-        x = self.norm(pad_batch(batch[IMAGE], self.norm.fill))
-        y = torch.from_numpy(np.stack(batch[TARGET])).to(self.device)
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """One step on a batch from :func:`train_batches` (uint8 NHWC images); returns (loss sum, images)."""
+        x = self.norm(batch[IMAGE])
+        y = batch[TARGET].to(self.device, non_blocking=True)
         with self.autocast():
             logits = self.model(x)
         loss = self.criterion(logits.float(), y)  # the loss in fp32, whatever the forward ran in
@@ -227,7 +276,14 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return loss.item() * len(y), len(y)
+        # The loss stays on the device: reading it here (``.item()``) would make the CPU wait for every
+        # step to finish before it queues the next one. :func:`train_one_epoch` reads them in groups.
+        return loss.detach() * len(y), len(y)
+
+
+#: Steps between reads of the losses from the device (one synchronisation per group, not per step); a
+#: diverged stage still names its first non-finite step.
+LOSS_READ_EVERY = 8
 
 
 class TrainingDiverged(RuntimeError):
@@ -238,28 +294,36 @@ class TrainingDiverged(RuntimeError):
 DIVERGED = "training diverged"
 
 
-def train_one_epoch(step: TrainStep, dataset, batch_size: int, steps_per_epoch: int,
-                    where: str = "") -> tuple[float, int, float]:
-    """``steps_per_epoch`` steps over this worker's epoch; returns (loss sum, images, seconds).
+def train_one_epoch(step: TrainStep, batches, steps_per_epoch: int, where: str = "") -> tuple[float, int, float]:
+    """The next ``steps_per_epoch`` steps from ``batches`` (the stage's batch iterator, which goes on into
+    the next epoch); returns (loss sum, images, seconds).
 
-    Every rank stops at the same step count: DDP all-reduces each step, so a rank with one batch more
-    would wait forever for the others. The dataset is read to its end all the same (at most a partial
-    batch more): a dataset left half-read has its decode tasks cancelled and their processes killed,
-    and the next epoch would start them cold.
+    Every rank takes the same step count: DDP all-reduces each step, so a rank with one batch more
+    would wait forever for the others (the stage's dataset holds exactly steps x batch rows an epoch).
     """
     t0 = time.perf_counter()
     train_mode(step.model)
     loss_sum, seen, steps = 0.0, 0, 0
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
-        if steps >= steps_per_epoch:
-            continue
+    pending: list = []  # step losses not yet read back from the device
+
+    def check() -> float:
+        values = torch.stack([torch.as_tensor(v).reshape(()).double() for v in pending]).cpu().tolist()  # one sync
+        for k, value in enumerate(values):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{DIVERGED}: {where}step {steps - len(values) + k + 1}: the loss is {value} "
+                                       f"(lower the LR, or use amp: off / bf16 if fp16 overflowed)")
+        pending.clear()
+        return sum(values)
+
+    for batch in itertools.islice(batches, steps_per_epoch):
         batch_loss, n = step(batch)
-        if not math.isfinite(batch_loss):
-            raise TrainingDiverged(f"{DIVERGED}: {where}step {steps + 1}: the loss is {batch_loss} (lower the LR, "
-                                   f"or use amp: off / bf16 if fp16 overflowed)")
-        loss_sum += batch_loss
+        pending.append(batch_loss)
         seen += n
         steps += 1
+        if len(pending) >= LOSS_READ_EVERY:
+            loss_sum += check()
+    if pending:
+        loss_sum += check()
     return loss_sum, seen, time.perf_counter() - t0
 
 
@@ -343,13 +407,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_ds = epoch_dataset(config["val_table"], images_dir, eval_transform(stage.long_side, mean=None, std=None),
                            validation_indices(config["val_rows"], rank, world), seed=None, epoch=0,
                            max_cpus=decode_cpus, decode=decode)
-    for epoch in range(start_epoch, stage.epochs):
-        # The run's epoch number, not the stage's: stage 2 must not replay stage 1's orders and crops.
-        run_epoch = config["epoch_offset"] + epoch
-        indices = epoch_indices(config["train_rows"], recipe.seed, run_epoch, rank, world)
-        train_ds = epoch_dataset(config["train_table"], images_dir, train_tf, indices, recipe.seed, run_epoch,
+    # One dataset for the stage's remaining epochs: its decode tasks run on into the next epoch while this
+    # one validates and checkpoints. The run's epoch numbers, not the stage's: stage 2 must not replay
+    # stage 1's orders and crops.
+    run_epochs = [config["epoch_offset"] + e for e in range(start_epoch, stage.epochs)]
+    batches = iter(())
+    if run_epochs:
+        indices, epochs_of = stage_indices(config["train_rows"], recipe.seed, run_epochs, rank, world,
+                                           steps_per_epoch * stage.batch_size)
+        train_ds = epoch_dataset(config["train_table"], images_dir, train_tf, indices, recipe.seed, epochs_of,
                                  max_cpus=decode_cpus, decode=decode)
-        loss_sum, seen, train_seconds = train_one_epoch(step, train_ds, stage.batch_size, steps_per_epoch,
+        batches = iter(train_batches(train_ds, stage.batch_size, device, norm.fill))
+    for epoch in range(start_epoch, stage.epochs):
+        loss_sum, seen, train_seconds = train_one_epoch(step, batches, steps_per_epoch,
                                                         where=f"stage {stage.name}, epoch {epoch + 1}, ")
         lr = optimizer.param_groups[0]["lr"]
         rows = validate(unwrapped, val_ds, stage.batch_size, norm, autocast)
@@ -371,3 +441,5 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             })
         else:
             ray.train.report(metrics)
+    for _ in batches:  # a partial batch at most (an image that failed to decode): finish the dataset
+        pass
