@@ -144,3 +144,36 @@ def test_actors_per_model_takes_n_or_min_max(text, pool):
 def test_actors_per_model_refuses_what_is_not_a_pool(text):
     with pytest.raises(argparse.ArgumentTypeError, match="expected"):
         pool_range(text)
+
+
+#: The cluster that hung (issue 23): a 0-CPU head and two nodes of 1 CPU + 1 GPU each.
+ONE_CPU_PER_GPU = ClusterView(nodes=[NodeShape(cpus=0, gpus=0), NodeShape(cpus=1, gpus=1), NodeShape(cpus=1, gpus=1)])
+
+
+def test_gpu_workers_on_one_cpu_per_gpu_leave_the_cpus_to_decode():
+    w = plan_workers(apply_overrides(load_recipe("rx50_swsl"), ["scaling.num_workers=2"]), ONE_CPU_PER_GPU)
+    assert w.use_gpu and w.resources_per_worker == {"CPU": 0.0, "GPU": 1.0}
+    assert w.decode_cpus == 2 and w.torch_threads == 1
+    # Two CPUs per GPU: one for the worker, one to decode; a 16-CPU single-GPU host: one, and 15 decode.
+    two = ClusterView(nodes=[NodeShape(cpus=4, gpus=2)])
+    assert plan_workers(load_recipe("rx50_swsl"), two, num_workers=2).resources_per_worker["CPU"] == 1.0
+    host = plan_workers(load_recipe("rx50_swsl"), ClusterView(nodes=[NodeShape(cpus=16, gpus=1)]), num_workers=1)
+    assert host.cpus_per_worker == 1.0 and host.decode_cpus == 15
+
+
+def test_a_plan_that_leaves_decode_no_cpu_is_refused_instead_of_hanging():
+    recipe = apply_overrides(load_recipe("rx50_swsl"), ["scaling.num_workers=2"])
+    with pytest.raises(ScalingError, match=r"decode the images no whole CPU.*wait forever"):
+        plan_workers(recipe, ONE_CPU_PER_GPU, cpus_per_worker=1.0)
+    # Half a CPU left on each node is no whole CPU for a decode task either.
+    halves = ClusterView(nodes=[NodeShape(cpus=1.5, gpus=1), NodeShape(cpus=1.5, gpus=1)])
+    with pytest.raises(ScalingError, match="no whole CPU"):
+        plan_workers(recipe, halves, cpus_per_worker=1.0)
+    # A CPU-only node type the autoscaler can add is a way out: the plan stands.
+    scalable = ClusterView(nodes=ONE_CPU_PER_GPU.nodes, node_types=[NodeShape(cpus=8, gpus=0, max_count=4)],
+                           source="autoscaler (GCS)")
+    assert plan_workers(recipe, scalable, cpus_per_worker=1.0).decode_cpus == 8
+    # CPU workers: one CPU and one worker asking for all of it.
+    with pytest.raises(ScalingError, match="no whole CPU"):
+        plan_workers(load_recipe("cpu_tiny"), ClusterView(nodes=[NodeShape(cpus=1, gpus=0)]), num_workers=1,
+                     cpus_per_worker=1.0)

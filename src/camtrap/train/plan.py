@@ -79,7 +79,7 @@ def describe_workers(plan: TrainingPlan) -> str:
     w = plan.workers
     device = "GPU" if w.use_gpu else "CPU"
     lines = [(f"train: {w.num_workers} {device} workers x {w.resources_per_worker} ({w.gpu_reason}); "
-              f"{w.availability}")]
+              f"{w.availability}; {w.decode_cpus:g} CPUs left to decode beside them")]
     if w.lr_scale != 1.0:
         lines.append(f"  lr x {w.lr_scale:g}: the recipe's lr is for {plan.recipe.scaling.num_workers} workers, this "
                      f"run has {w.num_workers} (scaling.scale_lr)")
