@@ -5,7 +5,7 @@ The competition:
     python ray_jobs/predict.py --model RUN_DIR/model.pt [--model OTHER/model.pt ...] \
         --metadata test_metadata.csv --images-dir DIR --out submission.csv \
         --submission-format submission_format.csv [--work-dir DIR] [--aggregate gmean|mean|empty-gmean] \
-        [--decode exact|fast [--force-decode]]
+        [--decode exact|fast [--force-decode]] [--batch-size N] [--amp auto|off|bf16|fp16]
 
 A folder of camera-trap images (a folder per camera), results for field tools:
 
@@ -26,6 +26,7 @@ import _bootstrap  # noqa: F401
 from camtrap import cli
 from camtrap.errors import exits_on_input_error
 from camtrap.export import ExportSettings
+from camtrap.infer.actors import AMP_MODES, CPU_SCORING_BATCH, GPU_SCORING_BATCH
 from camtrap.infer.predict import FORMATS, predict
 from camtrap.runtime import init_ray
 
@@ -55,7 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=None, help="per-image predictions (Parquet parts); default OUT_work/")
     p.add_argument("--aggregate", choices=["gmean", "mean", "empty-gmean"], default="gmean",
                    help="within a sequence and across models (default gmean, the 2nd place's)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=cli.int_at_least(1), default=None,
+                   help=f"images per model-actor call (default: sized for the actors' device, {GPU_SCORING_BATCH} "
+                        f"on a GPU, {CPU_SCORING_BATCH} on a CPU; lower it for a large model on a small GPU)")
+    p.add_argument("--amp", choices=list(AMP_MODES), default="auto",
+                   help="autocast of the model actors (default auto: bf16 from CUDA compute capability 8.0, fp16 "
+                        "below, off on CPU); the sigmoid is taken in float32 either way")
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="one GPU per model actor (default: auto, GPUs if the cluster has them or its autoscaler "
                         "can add them)")
@@ -83,7 +89,7 @@ def main(argv=None) -> int:
         formats=args.formats, sequence_gap=args.sequence_gap,
         export=ExportSettings(threshold=args.threshold, taxa=args.taxa, deployments=args.deployments,
                               package_metadata=args.package_metadata, utc_offset=args.utc_offset),
-        decode=args.decode, force_decode=args.force_decode,
+        decode=args.decode, force_decode=args.force_decode, amp=args.amp,
     )
     if summary.processed == 0:
         print("predict: nothing to score, every image is already scored; the outputs were rewritten from "

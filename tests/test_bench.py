@@ -59,10 +59,10 @@ def test_train_bench_runs_both_sides_on_the_same_work(ray_session, tiny):
     json.dumps(result)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
     result = bench_predict(str(tiny.train_metadata), str(tiny.images_dir), long_side=64, repeats=1, batch_size=4,
-                           scale=2)
+                           scale=2, amp_check=True)
     assert result["images"] == tiny.num_train_images and result["images_large"] == 2 * tiny.num_train_images
     assert [t["name"] for t in result["timings"]] == ["plain loop (1 process) (N)", "plain loop (1 process) (xN)",
                                                       "Ray Data predict job (N)", "Ray Data predict job (xN)",
@@ -78,7 +78,33 @@ def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
     rate = result["steady_images_per_s"]["platform"]
     assert result["season_hours_per_actor"] == pytest.approx(7e6 / rate / 3600, nan_ok=True)
     assert result["arch"] == "resnet10t"
+    assert result["batch_size"] == 4 and result["platform_amp"] == "off" and "ratio_bf16" not in result  # CPU
+    # bf16 autocast against float32 scoring of the same model and images (on CPU only when asked): a real
+    # difference, and a small one.
+    amp = result["amp_check"]
+    assert amp["images"] == tiny.num_train_images and amp["other_run_amp"] == "bf16"
+    assert 0 < amp["mean_abs_diff"] <= amp["max_abs_diff"] < 0.05 and amp["submission_max_abs_diff"] < 0.05
+    assert "autocast bf16 vs float32" in format_predict(result)
     json.dumps(result)
+
+
+@pytest.mark.timeout(120)
+def test_the_plain_dataloader_loop_scores_as_the_plain_loop(ray_session, tiny):
+    from camtrap.bench import plain_predict, untrained_model_file
+    from camtrap.bench.predict import loader_predict
+    from camtrap.data.contract import read_metadata
+
+    frame = read_metadata(str(tiny.train_metadata)).frame
+    model = untrained_model_file(os.path.join(os.path.dirname(str(tiny.train_metadata)), "loader", "model.pt"), 64)
+    plain = plain_predict(model, frame, str(tiny.images_dir), batch_size=4).set_index("seq_id")
+    for workers in (0, 1):
+        fp32 = loader_predict(model, frame, str(tiny.images_dir), batch_size=8, workers=workers, device="cpu",
+                              amp="off").set_index("seq_id")
+        assert list(fp32.index) == list(plain.index) and list(fp32.columns) == list(plain.columns)
+        assert float((fp32 - plain).abs().to_numpy().max()) < 1e-5
+    bf16 = loader_predict(model, frame, str(tiny.images_dir), batch_size=8, workers=0, device="cpu",
+                          amp="bf16").set_index("seq_id")
+    assert 0 < float((bf16 - plain).abs().to_numpy().max()) < 0.05
 
 
 @pytest.mark.timeout(240)

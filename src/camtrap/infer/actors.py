@@ -11,12 +11,18 @@ can get.
   single-GPU spot scoring nodes) gets its model actors there: each asks for one unit besides its GPU.
   Without it the autoscaler picks the type that packs the queued work best, which for one-GPU actors
   is the multi-GPU training type.
+* **Batch**: images per actor call, :func:`scoring_batch_size` of the actors' device (hundreds on a GPU,
+  whose kernels a batch of 16 leaves mostly idle; 16 on a CPU) unless ``--batch-size`` says otherwise.
+* **Autocast** (``--amp``): as training's ``amp`` (:func:`camtrap.train.loop.resolve_amp`), resolved in
+  each actor for its own device: ``auto`` is bf16 from compute capability 8.0, fp16 below, off on CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from camtrap.errors import InputError
 from camtrap.runtime import ClusterView
@@ -24,6 +30,45 @@ from camtrap.train.scaling import DECODE_CPUS, resolve_use_gpu, worker_cpus
 
 #: The custom resource a node type advertises to host scoring's model actors (one per GPU).
 SCORING_RESOURCE = "scoring_gpu"
+#: Images per model-actor call by device (:func:`scoring_batch_size`). A CPU actor's rate hardly depends on
+#: its batch; a GPU's grows with it into the hundreds (the plain bf16 loop that scored 442.6 img/s on an
+#: H200 ran batches of 256 images, 512 with their flips).
+CPU_SCORING_BATCH = 16
+GPU_SCORING_BATCH = 256
+#: ``--amp`` of scoring: training's ``amp`` values (:func:`camtrap.train.loop.resolve_amp`).
+AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
+
+Device = Literal["cpu", "cuda"]
+
+
+def scoring_batch_size(device: Device, requested: int | None = None) -> int:
+    """Images per model-actor call on ``device``: ``requested`` (``--batch-size``) when given, else
+    :data:`GPU_SCORING_BATCH` on ``cuda`` and :data:`CPU_SCORING_BATCH` on ``cpu``."""
+    if requested is not None:
+        if int(requested) < 1:
+            raise InputError(f"--batch-size: must be at least 1, got {requested}")
+        return int(requested)
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return GPU_SCORING_BATCH if device == "cuda" else CPU_SCORING_BATCH
+
+
+def check_amp(amp: str, cuda: bool) -> str:
+    """``amp`` if it is one of :data:`AMP_MODES` and the actors' device can run it (fp16 needs CUDA)."""
+    if amp not in AMP_MODES:
+        raise InputError(f"--amp {amp!r}: expected one of {list(AMP_MODES)}")
+    if amp == "fp16" and not cuda:
+        raise InputError("--amp fp16 needs CUDA model actors; these compute on CPU (use auto, off or bf16)")
+    return amp
+
+
+def describe_amp(amp: str, cuda: bool) -> str:
+    """What ``amp`` does on the actors' device, for the plan line."""
+    if amp == "off" or (amp == "auto" and not cuda):
+        return "float32 (no autocast)" if amp == "off" else "float32 (autocast auto is off on CPU)"
+    if amp == "auto":
+        return "autocast auto (bf16 from compute capability 8.0, fp16 below)"
+    return f"autocast {amp}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +83,11 @@ class ActorPlan:
     cpus: float
     threads: int
     resources: dict[str, float]
+    batch_size: int = CPU_SCORING_BATCH
+    amp: str = "auto"
+    #: Whether the actors compute on CUDA: ``use_gpu`` unless the GPU nodes turn out to have no CUDA device
+    #: (a simulated cluster; :meth:`on_cpu_after_all`).
+    cuda: bool = False
 
     def remote_args(self) -> dict:
         """``map_batches`` resource arguments of one model actor."""
@@ -65,7 +115,14 @@ class ActorPlan:
         extra = (f"; they ask for {SCORING_RESOURCE} too, so they run on the scoring node type"
                  if self.resources else "")
         return (f"predict: model actors on {where} ({self.gpu_reason}): {self.num_models} model(s) x {pool}, "
-                f"{each} each{extra}; decode tasks run on CPUs")
+                f"{each} each{extra}; batch {self.batch_size} images, {describe_amp(self.amp, self.cuda)}; "
+                f"decode and resize tasks run on CPUs")
+
+    def on_cpu_after_all(self, requested_batch: int | None) -> ActorPlan:
+        """The plan once its GPU nodes proved to have no CUDA device: the actors hold their GPUs but compute on
+        CPU, so a CPU's batch (unless ``--batch-size`` set one) and autocast as on CPU."""
+        return dataclasses.replace(self, cuda=False, batch_size=scoring_batch_size("cpu", requested_batch),
+                                   amp=check_amp(self.amp, cuda=False))
 
 
 def _reachable_gpus(view: ClusterView, pinned: bool) -> float:
@@ -79,13 +136,15 @@ def _reachable_actor_cpus(view: ClusterView) -> float:
 
 
 def plan_actors(view: ClusterView, num_models: int, use_gpu: bool | None = None,
-                pool: tuple[int, int] | None = None) -> ActorPlan:
-    """Device, pool bounds and per-actor resources of ``num_models`` model pools on ``view``.
+                pool: tuple[int, int] | None = None, batch_size: int | None = None,
+                amp: str = "auto") -> ActorPlan:
+    """Device, pool bounds, per-actor resources, batch and autocast of ``num_models`` model pools on ``view``.
 
     ``use_gpu`` None is ``auto``; ``pool`` None sizes the pool from the cluster: on GPUs, 1 up to
     every reachable GPU shared among the models; on CPUs, 1 up to the CPUs the nodes leave after
-    decoding. Raises :class:`InputError` for GPUs the cluster has not and cannot get (Ray would wait
-    for them forever).
+    decoding. ``batch_size`` None: :func:`scoring_batch_size` of the device. Raises :class:`InputError`
+    for GPUs the cluster has not and cannot get (Ray would wait for them forever), and for an ``amp``
+    the device cannot run.
     """
     gpu, reason = resolve_use_gpu("auto" if use_gpu is None else use_gpu, view)
     pinned = gpu and view.offers(SCORING_RESOURCE)
@@ -102,4 +161,6 @@ def plan_actors(view: ClusterView, num_models: int, use_gpu: bool | None = None,
     lo, hi = pool if pool is not None else (1, most)
     return ActorPlan(num_models=num_models, use_gpu=gpu, gpu_reason=reason, min_actors=lo, max_actors=hi,
                      cpus=cpus, threads=max(1, math.floor(cpus)),
-                     resources={SCORING_RESOURCE: 1.0} if pinned else {})
+                     resources={SCORING_RESOURCE: 1.0} if pinned else {},
+                     batch_size=scoring_batch_size("cuda" if gpu else "cpu", batch_size),
+                     amp=check_amp(amp, cuda=gpu), cuda=gpu)

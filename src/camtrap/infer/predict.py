@@ -4,10 +4,13 @@ The pipeline, as the 2nd-place solution scored a season:
 
 1. Ray Data tasks read each raw (or prepared) image and apply the preparation rule
    (:func:`camtrap.data.imageio.load_resized`, long side 512), so raw and prepared inputs give the same
-   pixels; a file that fails to decode becomes an error row, never a crash.
-2. One actor pool per model resizes to that model's own inference long side (models of one ensemble
-   may differ: the seed ran resnext50 at 512x384 and resnext101 at 352x256), runs the image and its
-   horizontal flip, and applies a sigmoid.
+   pixels, then resize it on to each model's own inference long side (models of one ensemble may
+   differ: the seed ran resnext50 at 512x384 and resnext101 at 352x256; one column per distinct size,
+   :func:`camtrap.data.frames.decode_batch`); a file that fails to decode becomes an error row, never a
+   crash. Every PIL call is in these CPU tasks, none in the model actors that hold the GPUs.
+2. One actor pool per model runs the image and its horizontal flip, under autocast on CUDA (``--amp``),
+   batches sized for the device (:func:`camtrap.infer.actors.scoring_batch_size`), and applies a sigmoid
+   in float32.
 3. The driver appends every finished block's per-image probabilities to Parquet parts under the work
    dir (:class:`camtrap.data.resume.PartLog`), so a killed run resumes without redoing finished images.
 4. Aggregation in pandas/numpy: geometric mean over a sequence's images x flips per model, then across
@@ -30,14 +33,14 @@ from camtrap.data import storage
 from camtrap.data.classes import DATETIME, FILE_NAME, SEQ_ID
 from camtrap.data.contract import Metadata, read_metadata
 from camtrap.data.decoding import scoring_decode
-from camtrap.data.frames import ERROR, IMAGE, decode_batch
+from camtrap.data.frames import ERROR, decode_batch, image_column
 from camtrap.data.imageio import decode_record
 from camtrap.data.prepare import refuse_output_inside_images
 from camtrap.data.resume import PartLog
 from camtrap.data.sequences import CAMERA, SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import InputError
 from camtrap.export import FIELD_FORMATS, ExportSettings, ScoredSeason, write_field_formats
-from camtrap.infer.actors import ActorPlan, plan_actors
+from camtrap.infer.actors import ActorPlan, check_amp, plan_actors
 from camtrap.infer.predictor import FlipTTAPredictor, prob_column
 from camtrap.infer.submission import (
     FAILED_SEQUENCES_FILE,
@@ -54,10 +57,20 @@ PARTS_DIR = "predictions"
 #: equal (1 CPU each on a 2-CPU node with one model), and a fused actor decodes and infers in turn on
 #: one core instead of overlapping the two.
 DECODE_TASK_MEMORY = 2**30
-#: Object-store bytes a scoring job may hold per model actor. Decoded frames queue there for the
+#: Object-store bytes a scoring job may hold per model actor, at least. Decoded frames queue there for the
 #: models; where decoding outruns inference for hours, the cap keeps that queue (and the job's memory)
-#: bounded instead of growing with the job.
+#: bounded instead of growing with the job (:func:`queue_bytes`).
 QUEUE_BYTES_PER_ACTOR = 256 * 2**20
+#: Batches of decoded images a model actor may have queued for it: the one it scores, the next ones.
+QUEUED_BATCHES = 3
+
+
+def queue_bytes(long_sides: Sequence[int], actors: int, batch_size: int) -> int:
+    """The object-store cap of a scoring job: per model actor (``actors``, all pools), the larger of
+    :data:`QUEUE_BYTES_PER_ACTOR` and :data:`QUEUED_BATCHES` batches of ``batch_size`` images at each of
+    ``long_sides`` (square RGB, an upper bound), so a GPU's batch of hundreds can queue while it computes."""
+    image_bytes = sum(3 * int(side) ** 2 for side in set(long_sides))
+    return max(2, actors) * max(QUEUE_BYTES_PER_ACTOR, QUEUED_BATCHES * batch_size * image_bytes)
 
 
 @dataclass
@@ -143,30 +156,36 @@ def score_images(
     images_dir: str,
     log: PartLog,
     actors: ActorPlan,
-    batch_size: int = 16,
+    long_sides: Sequence[int],
     rows_per_block: int = 64,
     decode: str = "exact",
 ) -> int:
-    """Score every row of ``frame`` (file name, seq_id) into ``log``, files decoded in mode ``decode``;
-    returns how many were scored."""
+    """Score every row of ``frame`` (file name, seq_id) into ``log``, files decoded in mode ``decode`` and
+    resized in the decode tasks to ``long_sides`` (each model's inference long side, in model order);
+    ``actors.batch_size`` images per model-actor call. Returns how many were scored."""
     if frame.empty:
         return 0
+    sides = list(dict.fromkeys(int(side) for side in long_sides))
     ds = frame_dataset(frame[[FILE_NAME, SEQ_ID]].reset_index(drop=True), rows_per_block)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir, "decode": decode}, batch_size=batch_size,
-                        batch_format="numpy", num_cpus=1, memory=DECODE_TASK_MEMORY)
+    # A decode task takes a block (or a model batch, if smaller); the actors' batches of hundreds are
+    # bundled from several tasks' outputs, so a GPU's batch does not make decode tasks fewer and longer.
+    ds = ds.map_batches(decode_batch, fn_kwargs={"images_dir": images_dir, "decode": decode, "long_sides": sides},
+                        batch_size=min(actors.batch_size, rows_per_block), batch_format="numpy", num_cpus=1,
+                        memory=DECODE_TASK_MEMORY)
     for i, path in enumerate(model_paths):
         ds = ds.map_batches(
             FlipTTAPredictor,
-            fn_constructor_kwargs={"model_path": path, "column": prob_column(i), "threads": actors.threads},
-            batch_size=batch_size,
+            fn_constructor_kwargs={"model_path": path, "column": prob_column(i), "threads": actors.threads,
+                                   "amp": actors.amp},
+            batch_size=actors.batch_size,
             batch_format="numpy",
             compute=actors.compute(),
             **actors.remote_args(),
         )
-    ds = ds.drop_columns([IMAGE])
+    ds = ds.drop_columns([image_column(side) for side in sides])
     limits = ds.context.execution_options.resource_limits
     ds.context.execution_options.resource_limits = limits.copy(
-        object_store_memory=max(2, len(model_paths) * actors.max_actors) * QUEUE_BYTES_PER_ACTOR)
+        object_store_memory=queue_bytes(sides, len(model_paths) * actors.max_actors, actors.batch_size))
     progress = Progress("predict", len(frame))
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
@@ -186,7 +205,7 @@ def predict(
     submission_format: str | None = None,
     work_dir: str | None = None,
     how: Aggregate = "gmean",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     use_gpu: bool | None = None,
     actors_per_model: tuple[int, int] | None = None,
     rows_per_task: int = 64,
@@ -197,6 +216,7 @@ def predict(
     export: ExportSettings = ExportSettings(),
     decode: str | None = None,
     force_decode: bool = False,
+    amp: str = "auto",
 ) -> tuple[ScoreSummary, pd.DataFrame]:
     """Score a season and write its outputs; rerunning with the same work dir resumes.
 
@@ -208,9 +228,15 @@ def predict(
     submission format, the work dir's state); ``connect`` (a job's start or join of Ray) is called only
     then, and only when there is something to score. Returns the summary and the sequence probabilities.
     ``decode`` None: the models' mode; another, or an ensemble of mixed modes, is refused unless
-    ``force_decode`` (:func:`camtrap.data.decoding.scoring_decode`).
+    ``force_decode`` (:func:`camtrap.data.decoding.scoring_decode`). ``batch_size`` None: sized for the
+    actors' device (:func:`camtrap.infer.actors.scoring_batch_size`: 256 on CUDA, 16 on CPU). ``amp``:
+    autocast of the model actors, ``auto`` (bf16 from compute capability 8.0, fp16 below, off on CPU),
+    ``off``, ``bf16`` or ``fp16`` (CUDA only).
     """
     start = time.perf_counter()
+    check_amp(amp, cuda=True)
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size: must be at least 1, got {batch_size}")
     metas = model_metadata(model_paths)
     decoding = scoring_decode(metas, images_dir, decode, force_decode)
     formats = resolve_formats(formats, submission_format, out)
@@ -243,14 +269,16 @@ def predict(
         if connect is not None:
             connect()
         view = cluster_view()
-        actors = plan_actors(view, len(model_paths), use_gpu, actors_per_model)
+        actors = plan_actors(view, len(model_paths), use_gpu, actors_per_model, batch_size, amp)
         print(actors.describe(), flush=True)
         if not actors.hosts_up(view):
             print("predict: no node that can host a model actor is up yet: waiting for the autoscaler to add one "
                   "(`ray status` or the dashboard's Cluster tab show it coming)", flush=True)
-        if actors.use_gpu:
-            gpu_nodes_have_cuda("predict", actors.resources)
-        processed = score_images(model_paths, todo, images_dir, log, actors, batch_size, rows_per_block=rows_per_task,
+        if actors.use_gpu and not gpu_nodes_have_cuda("predict", actors.resources):
+            actors = actors.on_cpu_after_all(batch_size)
+            print(f"predict: batch {actors.batch_size} images on those CPUs", flush=True)
+        processed = score_images(model_paths, todo, images_dir, log, actors,
+                                 [int(m["inference_long_side"]) for m in metas], rows_per_block=rows_per_task,
                                  decode=decoding.read)
     results = log.read()
     results = results[results[FILE_NAME].isin(set(md.frame[FILE_NAME]))]

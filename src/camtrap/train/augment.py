@@ -94,22 +94,29 @@ def _finish(image: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float,
 class DeviceNormalizer:
     """uint8 NHWC (numpy) -> normalised float32 NCHW tensor on ``device``: :func:`normalize` done on the GPU.
 
-    ``fill`` is the mean pixel in uint8, the padding colour that normalises to (about) zero.
+    ``fill`` is the mean pixel in uint8, the padding colour that normalises to (about) zero. ``pin_memory``:
+    copy each batch into page-locked host memory first, so the copy to a CUDA device is a real asynchronous
+    DMA (``non_blocking``) rather than a staged one; only for a CUDA ``device`` (pinning needs CUDA).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device="cpu"):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device="cpu", pin_memory: bool = False):
         import torch
 
         mean_t, std_t = _check_stats(mean, std)
         self.device = torch.device(device)
+        self.pin_memory = bool(pin_memory)
         self.mean = torch.tensor(mean_t, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std_t, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.fill = np.clip(np.rint(np.asarray(mean_t) * 255.0), 0, 255).astype(np.uint8)
 
-    def __call__(self, batch: np.ndarray):
+    def __call__(self, batch):
+        """``batch``: uint8 NHWC, a numpy array or a tensor (one already on the device is not copied)."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+        if self.pin_memory and x.device.type == "cpu":
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 

@@ -279,7 +279,8 @@ def forward_by_shape(model: nn.Module, images: Sequence, norm, flip: bool = Fals
             if flip:
                 x = torch.cat([x, torch.flip(x, dims=(3,))])
             with autocast():
-                p = torch.sigmoid(model(x).float()).cpu().numpy()
+                logits = model(x)
+            p = torch.sigmoid(logits.float()).cpu().numpy()  # probabilities in float32, whatever the forward's dtype
             if out is None:
                 out = np.empty((len(images), views, p.shape[1]), dtype=np.float32)
             n = len(idx)
