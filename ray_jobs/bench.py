@@ -1,11 +1,14 @@
 """Benchmarks against plain baselines, as ratios measured in the same run on the same inputs.
 
-    python ray_jobs/bench.py {prepare,train,predict,memory,scale,all} [--quick] [--out bench.json] \
+    python ray_jobs/bench.py {prepare,ingest,train,predict,memory,scale,all} [--quick] [--out bench.json] \
         [--device cpu|cuda] [--metadata CSV --images-dir DIR [--labels CSV]]
 
-prepare: Ray Data job vs a single PIL loop and multiprocessing.Pool; train: Ray Train (run_training)
+prepare: Ray Data job vs a single PIL loop and multiprocessing.Pool; ingest: the training input pipeline
+with no model (epoch datasets consumed as a training worker consumes them) vs a torch DataLoader on the
+same CPUs, with Ray Data's breakdown of where the consumer waited; train: Ray Train (run_training)
 vs a plain PyTorch DDP loop, images/s after the first epoch; predict: Ray Data scoring vs a plain
-single-process flip-TTA loop, submissions checked equal; memory: peak RSS of the whole prepare and
+single-process flip-TTA loop, submissions checked equal (with --device cuda also a plain DataLoader loop in
+bf16, batch 256, and the largest probability difference of autocast against float32 scoring); memory: peak RSS of the whole prepare and
 predict jobs on N and 10N images; scale: an epoch's start (compact table, object store, one rank's
 indices, dataset and first batch) on a synthetic 7 M-row season vs a 100k-row one and a plain pandas
 loop (it makes its own season and needs no data). Without --metadata it generates camera-trap-like demo
@@ -24,12 +27,14 @@ import time
 import _bootstrap  # noqa: F401
 
 from camtrap.bench import (
+    bench_ingest,
     bench_memory,
     bench_predict,
     bench_prepare,
     bench_scale,
     bench_train,
     check_device,
+    format_ingest,
     format_memory,
     format_predict,
     format_prepare,
@@ -42,7 +47,7 @@ from camtrap.data.prepare import PrepareSettings, prepare_images
 from camtrap.errors import InputError, exits_on_input_error
 from camtrap.runtime import init_ray
 
-STAGES = ("prepare", "train", "predict", "memory", "scale")
+STAGES = ("prepare", "ingest", "train", "predict", "memory", "scale")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,19 +59,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--metadata", default=None, help="metadata CSV of the images to use (default: generated)")
     p.add_argument("--images-dir", default=None, help="raw images of --metadata")
     p.add_argument("--labels", default=None, help="labels CSV of --metadata (train)")
+    p.add_argument("--prepared", default=None,
+                   help="ingest, train: a folder prepare.py already made from --metadata's images (skips preparing)")
     p.add_argument("--sequences", type=int, default=None, help="generated sequences (default 150, quick 50)")
     p.add_argument("--frame-sizes", default="2048x1536",
                    help="generated frames: camera sizes WxH[,WxH...], one per camera site (default %(default)s)")
     p.add_argument("--repeats", type=int, default=None, help="repetitions per variant (default 3, quick 2)")
     p.add_argument("--rows-per-task", type=int, default=32, help="prepare: images per Ray Data task")
     p.add_argument("--train-repeats", type=int, default=None, help="runs per side of train (default: --repeats)")
-    p.add_argument("--epochs", type=int, default=3, help="train: epochs per run; the first is not counted")
+    p.add_argument("--epochs", type=int, default=3, help="train, ingest: epochs per run; the first is not counted")
+    p.add_argument("--ingest-copies", type=int, default=4,
+                   help="ingest: the training rows repeated this many times per epoch (long enough epochs to measure)")
+    p.add_argument("--ingest-cpus", type=int, default=None,
+                   help="ingest: decode CPUs of each side (default: every CPU of the Ray cluster)")
     p.add_argument("--train-long-side", type=int, default=96, help="train: the stage's long side (cpu_tiny's 96)")
     p.add_argument("--batch-size", type=int, default=None, help="train: per-worker batch (default cpu_tiny's 16)")
     p.add_argument("--workers", type=int, default=None, help="train: workers (default 2; cuda: min(2, GPUs))")
     p.add_argument("--predict-long-side", type=int, default=128, help="predict: the model's inference long side")
     p.add_argument("--predict-arch", default="resnet10t",
                    help="predict: timm architecture of the (untrained) model, e.g. resnext50_32x4d for the sheet")
+    p.add_argument("--predict-batch-size", type=int, default=None,
+                   help="predict: images per model-actor call, for every side (default: the platform's for the "
+                        "device, 256 on cuda, 16 on cpu)")
     p.add_argument("--predict-scale", type=int, default=None,
                    help="predict: also run on this many x N images to split steady rate and start-up (default 4, quick 2)")
     p.add_argument("--memory-images", type=int, default=None, help="memory: N (default 64, quick 16); 10N is run too")
@@ -97,8 +111,8 @@ def main(argv=None) -> int:
     stages = STAGES if args.stage == "all" else (args.stage,)
     if args.metadata and not args.images_dir:
         raise InputError("--metadata needs --images-dir")
-    if args.metadata and "train" in stages and not args.labels:
-        raise InputError("--metadata: the train bench needs --labels too")
+    if args.metadata and ("train" in stages or "ingest" in stages) and not args.labels:
+        raise InputError("--metadata: the train and ingest benches need --labels too")
     scratch = tempfile.mkdtemp(prefix="camtrap-bench-")
     try:
         return run(args, stages, scratch)
@@ -123,9 +137,15 @@ def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
     if "prepare" in stages:
         results["prepare"] = bench_prepare(metadata, images_dir, repeats=repeats, rows_per_task=args.rows_per_task)
         print(format_prepare(results["prepare"]))
-    if "train" in stages:
-        prepared = os.path.join(scratch, "prepared")
+    prepared = args.prepared or os.path.join(scratch, "prepared")
+    if ("train" in stages or "ingest" in stages) and not args.prepared:
         prepare_images(metadata, images_dir, prepared, PrepareSettings(), rows_per_task=args.rows_per_task)
+    if "ingest" in stages:
+        results["ingest"] = bench_ingest(metadata, labels, prepared, long_side=args.train_long_side,
+                                         batch_size=args.batch_size or 32, epochs=args.epochs, repeats=repeats,
+                                         copies=args.ingest_copies, cpus=args.ingest_cpus, device=args.device)
+        print(format_ingest(results["ingest"]))
+    if "train" in stages:
         results["train"] = bench_train(
             metadata, labels, prepared, repeats=args.train_repeats or repeats, long_side=args.train_long_side,
             epochs=args.epochs, batch_size=args.batch_size, num_workers=args.workers, device=args.device,
@@ -134,7 +154,7 @@ def run(args: argparse.Namespace, stages: tuple[str, ...], scratch: str) -> int:
     if "predict" in stages:
         results["predict"] = bench_predict(metadata, images_dir, long_side=args.predict_long_side, repeats=repeats,
                                            device=args.device, scale=args.predict_scale or (2 if args.quick else 4),
-                                           arch=args.predict_arch)
+                                           arch=args.predict_arch, batch_size=args.predict_batch_size)
         print(format_predict(results["predict"]))
     if "memory" in stages:
         results["memory"] = bench_memory(metadata, images_dir, images=args.memory_images or (16 if args.quick else 64),

@@ -5,6 +5,8 @@ target is a ratio between the platform and its baseline measured in the same run
 
 * :func:`bench_prepare` (:mod:`.prepare`): the Ray Data preparation job vs a single PIL loop and
   ``multiprocessing.Pool``;
+* :func:`bench_ingest` (:mod:`.ingest`): the training input pipeline with no model work vs a torch
+  DataLoader on the same CPUs, with Ray Data's breakdown of where the consumer waited;
 * :func:`bench_train` (:mod:`.train`): steady-state images/s of ``run_training`` (Ray Train) vs a plain
   PyTorch DDP loop;
 * :func:`bench_predict` (:mod:`.predict`): images/s of ``infer.predict.predict`` (Ray Data) vs a plain
@@ -27,6 +29,7 @@ from camtrap.bench.common import (
     untrained_model_file,
     warm_up_ray,
 )
+from camtrap.bench.ingest import bench_ingest, format_ingest
 from camtrap.bench.memory import JobMemorySampler, bench_memory, format_memory
 from camtrap.bench.predict import bench_predict, format_predict, plain_predict
 from camtrap.bench.prepare import bench_prepare, format_prepare
@@ -38,6 +41,7 @@ __all__ = [
     "JobMemorySampler",
     "Timing",
     "TrainSetup",
+    "bench_ingest",
     "bench_memory",
     "bench_predict",
     "bench_prepare",
@@ -45,6 +49,7 @@ __all__ = [
     "bench_scale",
     "bench_train",
     "check_device",
+    "format_ingest",
     "format_memory",
     "format_predict",
     "format_prepare",

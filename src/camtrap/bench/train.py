@@ -128,14 +128,16 @@ class _ImageRows:
         return self.transform(np.asarray(img)), self.targets[i]
 
 
-class _PadCollate:
-    """Collate uint8 images of possibly different sizes with :func:`camtrap.train.loop.pad_batch`."""
+class ListPadCollate:
+    """DataLoader collate of ``(image, target)`` items: uint8 images of possibly different sizes padded with
+    :func:`camtrap.train.loop.pad_batch`, as tensors (so ``pin_memory`` can pin them)."""
 
     def __init__(self, fill: np.ndarray):
         self.fill = fill
 
     def __call__(self, items):
-        return pad_batch([im for im, _ in items], self.fill), np.stack([t for _, t in items]).astype(np.float32)
+        images = pad_batch([im for im, _ in items], self.fill)
+        return torch.from_numpy(images), torch.from_numpy(np.stack([t for _, t in items]).astype(np.float32))
 
 
 def _list_collate(items):
@@ -196,7 +198,7 @@ def _plain_ddp_worker(rank: int, cfg: dict[str, Any]) -> None:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed)
         workers = cfg["loader_workers"]
         loader = DataLoader(train_ds, batch_size=stage.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=workers, persistent_workers=workers > 0, collate_fn=_PadCollate(norm.fill))
+                            num_workers=workers, persistent_workers=workers > 0, collate_fn=ListPadCollate(norm.fill))
         val_loader = DataLoader(val_ds, batch_size=stage.batch_size, num_workers=workers,
                                 persistent_workers=workers > 0, collate_fn=_list_collate)
         epochs = []
@@ -209,7 +211,7 @@ def _plain_ddp_worker(rank: int, cfg: dict[str, Any]) -> None:
                 if steps >= steps_per_epoch:
                     break  # the platform's rule: every rank takes the same number of steps
                 x = norm(images)
-                y = torch.from_numpy(targets).to(device)
+                y = targets.to(device)
                 with autocast():
                     loss = criterion(ddp(x), y)
                 optimizer.zero_grad(set_to_none=True)
