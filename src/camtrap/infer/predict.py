@@ -173,16 +173,17 @@ def score_images(
                         batch_size=min(actors.batch_size, rows_per_block), batch_format="numpy", num_cpus=1,
                         memory=DECODE_TASK_MEMORY)
     for i, path in enumerate(model_paths):
+        later = {int(side) for side in long_sides[i + 1:]}
         ds = ds.map_batches(
             FlipTTAPredictor,
             fn_constructor_kwargs={"model_path": path, "column": prob_column(i), "threads": actors.threads,
-                                   "amp": actors.amp},
+                                   "amp": actors.amp,
+                                   "drop": tuple(image_column(s) for s in sides if s not in later)},
             batch_size=actors.batch_size,
             batch_format="numpy",
             compute=actors.compute(),
             **actors.remote_args(),
         )
-    ds = ds.drop_columns([image_column(side) for side in sides])
     limits = ds.context.execution_options.resource_limits
     ds.context.execution_options.resource_limits = limits.copy(
         object_store_memory=queue_bytes(sides, len(model_paths) * actors.max_actors, actors.batch_size))

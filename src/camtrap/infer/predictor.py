@@ -45,7 +45,8 @@ class FlipTTAPredictor:
     inference long side: images decoded and resized in CPU tasks.
     """
 
-    def __init__(self, model_path: str, column: str, device: str = "auto", threads: int = 1, amp: str = "auto"):
+    def __init__(self, model_path: str, column: str, device: str = "auto", threads: int = 1, amp: str = "auto",
+                 drop: tuple[str, ...] = ()):
         torch.set_num_threads(max(1, threads))
         self.device = resolve_device(device)
         self.model, meta = load_trained(model_path, self.device)
@@ -62,6 +63,9 @@ class FlipTTAPredictor:
             torch.backends.cudnn.benchmark = True
         self.norm = DeviceNormalizer(meta["mean"], meta["std"], self.device, pin_memory=cuda)
         self.column = column
+        #: Image columns no later model reads: left out of this actor's output, so hundreds of decoded
+        #: frames per call do not go back through the object store only to be dropped.
+        self.drop = frozenset(drop)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.image_column not in batch:
@@ -69,12 +73,16 @@ class FlipTTAPredictor:
                            f"(columns {sorted(batch)}); decode_batch(long_sides=...) must include it")
         images = batch[self.image_column]
         ok = [i for i, e in enumerate(batch[ERROR]) if not e]
-        probs = (forward_by_shape(self.model, [images[i] for i in ok], self.norm, flip=True, autocast=self.autocast)
-                 if ok else None)
+        if len(ok) == len(images) and isinstance(images, np.ndarray) and images.ndim == 4:
+            scored = images  # one size, no error: Ray's batch is already the stacked array
+        else:
+            scored = [images[i] for i in ok]
+        probs = forward_by_shape(self.model, scored, self.norm, flip=True, autocast=self.autocast) if ok else None
         col = np.empty(len(batch[ERROR]), dtype=object)
         for j in range(len(col)):
             col[j] = np.zeros((0,), np.float32)
         for k, i in enumerate(ok):
             col[i] = probs[k].reshape(-1)  # views x classes, flattened (Arrow wants 1-D cells)
-        batch[self.column] = col
-        return batch
+        out = {k: v for k, v in batch.items() if k not in self.drop}
+        out[self.column] = col
+        return out

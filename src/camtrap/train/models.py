@@ -270,12 +270,13 @@ def forward_by_shape(model: nn.Module, images: Sequence, norm, flip: bool = Fals
     autocast = autocast or contextlib.nullcontext
     views = 2 if flip else 1
     out = None
+    stacked = isinstance(images, np.ndarray) and images.ndim == 4  # one size, already one array: no copy
     groups: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault(tuple(im.shape), []).append(i)
     with torch.no_grad():
         for idx in groups.values():
-            x = norm(np.stack([images[i] for i in idx]))
+            x = norm(images if stacked else np.stack([images[i] for i in idx]))
             if flip:
                 x = torch.cat([x, torch.flip(x, dims=(3,))])
             with autocast():
