@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from jobs import assert_quiet
 
-from camtrap.console import Progress
+from camtrap.console import Progress, drop_harmless
 from camtrap.demo import SMALL_SIZES, make_demo_dataset
 
 pytestmark = pytest.mark.timeout(900)
@@ -69,3 +69,20 @@ def test_prepare_prints_its_progress_and_summary_and_no_ray_internals(tiny):
     n = len(pd.read_csv(data / "train_metadata.csv"))
     assert f"prepare: {n}/{n} images (100%)" in out and f"prepare: {n} input rows ->" in out
     assert_quiet(out)
+
+
+def test_known_harmless_worker_lines_and_blocks_leave_the_console_and_nothing_else_does():
+    """What the GPU host's console showed (issue 23): each rank's c10d hostname warning, and Ray Train's
+    controller failing once to reach the autoscaling coordinator, with its traceback."""
+    lines = [
+        "[W1204 17:32:04.133800076 socket.cpp:207] [c10d] The hostname of the client socket cannot be retrieved. err=-3",
+        "[s296] epoch 1/3  train_loss 0.0328",
+        "Failed to send resource request for train-f0d767f3678847c7b3de89a6673b0c6b. If this only happens ...",
+        "Traceback (most recent call last):",
+        '  File "autoscaling_coordinator_client.py", line 58, in send_resource_request',
+        "ray.exceptions.GetTimeoutError: Get timed out: some object(s) not ready.",
+        "[s296] epoch 2/3  train_loss 0.0324",
+        "Traceback (most recent call last):",
+        "ValueError: a real error",
+    ]
+    assert drop_harmless(lines) == [lines[1], lines[6], lines[7], lines[8]]

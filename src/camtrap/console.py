@@ -32,8 +32,15 @@ def verbose() -> bool:
 #: arguments sit in the object store and that may restart (ray-project/ray#53727), logged at ERROR level
 #: by Ray's C++ core for Ray Train's and Ray Data's own actors; and Ray Train's placement-group cleaner
 #: reporting, after every finished trial of a sweep, that it released the finished run's resources.
+#: On a host whose name does not resolve (a GPU host without network), every DDP rank's c10d store client
+#: warns once that it cannot name its own socket: the process group works all the same.
 HARMLESS = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store"
-                      r"|Detected that the Ray Train controller actor .* is dead\. Cleaning up placement group")
+                      r"|Detected that the Ray Train controller actor .* is dead\. Cleaning up placement group"
+                      r"|\[c10d\] The hostname of the client socket cannot be retrieved")
+#: A block of lines a healthy run can print, from its first line to its last: Ray Train's controller, on a
+#: loaded start, failing once to reach Ray's autoscaling coordinator in time ("it's safe to ignore this
+#: error", its own words), followed by the timeout's traceback.
+HARMLESS_BLOCK = (re.compile(r"Failed to send resource request for train-"), re.compile(r"GetTimeoutError"))
 #: The file, in the Ray session's logs folder, that gets what native code writes to a job's stderr.
 NATIVE_STDERR_LOG = "camtrap-driver-native-stderr.log"
 
@@ -83,6 +90,20 @@ def quiet_train_worker() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def drop_harmless(lines: list[str]) -> list[str]:
+    """``lines`` without :data:`HARMLESS` lines and :data:`HARMLESS_BLOCK` blocks (a block left open at the
+    end of ``lines`` is dropped to its end: Ray forwards a traceback in one batch)."""
+    kept, in_block = [], False
+    first, last = HARMLESS_BLOCK
+    for line in lines:
+        if in_block or first.search(line):
+            in_block = not last.search(line)
+            continue
+        if not HARMLESS.search(line):
+            kept.append(line)
+    return kept
+
+
 def _drop_harmless_worker_lines() -> None:
     """Filter :data:`HARMLESS` out of the worker output Ray forwards to this driver's console."""
     try:
@@ -94,7 +115,7 @@ def _drop_harmless_worker_lines() -> None:
             continue
 
         def filtered(data: dict, _forward=handler) -> None:
-            lines = [line for line in data.get("lines", []) if not HARMLESS.search(line)]
+            lines = drop_harmless(data.get("lines", []))
             if lines:
                 _forward({**data, "lines": lines})
 
