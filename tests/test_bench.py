@@ -191,3 +191,61 @@ def test_scale_bench_runs_every_step_on_both_tables(ray_session):
     assert result["peak_rss_mb"] >= result["rss_start_mb"] > 0
     assert "first batch" in format_scale(result)
     json.dumps(result)
+
+
+def test_gpu_sampler_averages_sm_use_and_says_when_there_is_no_nvml(monkeypatch):
+    import sys
+    import time
+    import types
+
+    from camtrap.bench.common import GpuSampler
+
+    readings = iter([0, 0, 80, 100] + [100] * 1000)
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=next(readings)))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with GpuSampler(interval_s=0.01) as sampler:
+        deadline = time.monotonic() + 10
+        while len(sampler.samples) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    got = sampler.summary()
+    assert got["samples"] >= 4 and "unavailable" not in got
+    n = got["samples"]
+    assert math.isclose(got["mean_sm_percent"], (180 + 100 * (n - 4)) / n)
+    assert math.isclose(got["busy_mean_sm_percent"], (180 + 100 * (n - 4)) / (n - 2))
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: nothing sampled, the reason given
+    with GpuSampler() as none:
+        pass
+    assert none.summary()["samples"] == 0 and "no NVML" in none.summary()["unavailable"]
+
+
+@pytest.mark.timeout(240)
+def test_ingest_bench_feeds_both_sides_the_same_images_and_says_where_the_consumer_waited(ray_session, tiny):
+    from camtrap.bench import bench_ingest, format_ingest
+
+    result = bench_ingest(str(tiny.train_metadata), str(tiny.train_labels), str(tiny.images_dir), long_side=64,
+                          batch_size=4, epochs=2, repeats=1, copies=2, cpus=2)
+    steps = result["rows_per_epoch"] // 4
+    for side in ("platform", "plain"):
+        (run,) = result[side]["runs"]
+        # Every epoch yields the same full batches on both sides (4:3 and 16:9 frames padded alike).
+        assert [e["images"] for e in run] == [4 * steps, 4 * steps]
+        assert positive_finite(result[side]["median_steady_images_per_s"])
+    assert positive_finite(result["ratio"]) and result["targets"] == {"ratio": 0.95}
+    blocked, decode = result["blocked_s"], result["decode"]
+    assert {"production wait", "collate", "host to device", "blocked in all"} <= set(blocked)
+    assert decode["tasks"] >= 2 and decode["task_cpu_s"] > 0  # sized from 2 CPUs: several decode tasks
+    assert "target >= 0.95" in format_ingest(result) and "production wait" in format_ingest(result)
+    json.dumps(result)
+
+
+def test_the_synthetic_ceiling_runs_the_platform_step_on_a_batch_already_on_the_device(ray_session, tiny):
+    from camtrap.bench.train import bench_recipe, synthetic_ceiling, train_setup
+    from camtrap.config.recipe import crop_long_side
+
+    setup = train_setup(str(tiny.train_metadata), str(tiny.train_labels), str(tiny.images_dir),
+                        bench_recipe(64, 2, 4), 1)
+    got = synthetic_ceiling(setup, steps=2, warmup=1)
+    w = crop_long_side(64, setup.stage.crop_ratio)  # the stage's crop, 4:3
+    assert got["input"] == f"{w}x{round(w * 3 / 4)}" and got["batch_size"] == 4 and positive_finite(got["images_per_s"])

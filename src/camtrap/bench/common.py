@@ -113,6 +113,55 @@ def require_ray_gpus(needed: int) -> None:
         raise InputError(f"--device cuda: this bench needs {needed} GPU(s) in Ray, the cluster has {have}")
 
 
+class GpuSampler:
+    """The GPUs' SM use (NVML, through ``nvidia-ml-py``'s ``pynvml``), sampled in a thread while a bench side
+    runs: what ``nvidia-smi dmon`` shows, beside the side's images/s.
+
+    A context manager; :meth:`summary` gives the sample count, the mean SM use over all samples and over
+    the busy ones (SM > 0). Without NVML (no GPU, or the package missing) it samples nothing and says why.
+    """
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self.unavailable: str | None = None
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> GpuSampler:
+        import threading
+
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception as e:  # noqa: BLE001 - ImportError, or NVMLError where there is no driver
+            self.unavailable = f"no NVML ({type(e).__name__}: {e})"
+            return self
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.samples.append(sum(pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles) / len(handles))
+
+        self._thread = threading.Thread(target=sample, name="gpu-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        busy = [v for v in self.samples if v > 0]
+        return {"samples": len(self.samples), "interval_s": self.interval_s,
+                "mean_sm_percent": float(np.mean(self.samples)) if self.samples else float("nan"),
+                "busy_mean_sm_percent": float(np.mean(busy)) if busy else float("nan"),
+                **({"unavailable": self.unavailable} if self.unavailable else {})}
+
+
 def _identity(batch):
     return batch
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from camtrap.bench.common import check_device, median, ratio
+from camtrap.bench.common import GpuSampler, check_device, median, ratio
 from camtrap.data.classes import FILE_NAME
 from camtrap.errors import InputError
 from camtrap.train.augment import DeviceNormalizer, train_transform
@@ -191,23 +191,26 @@ def bench_ingest(metadata: str, labels: str, images_dir: str, long_side: int = 9
     table_ref = ray.put(EpochTable.from_frame(rows, plan.classes))
     consumer = ray.remote(platform_epochs).options(num_cpus=0, num_gpus=1 if device == "cuda" else 0)
     platform_runs, plain_runs = [], []
+    gpu = {"platform": [], "plain": []}
     for r in range(repeats):
         for side in (("plain", "platform") if r % 2 == 0 else ("platform", "plain")):
-            if side == "plain":
-                plain_runs.append(plain_epochs(list(rows[FILE_NAME]), plan.images_dir, transform, recipe.seed, epochs,
-                                               stage.batch_size, cpus, device, fill))
-            else:
-                platform_runs.append(ray.get(consumer.remote(
-                    table_ref, len(rows), plan.images_dir, transform, recipe.seed, epochs, stage.batch_size,
-                    plan.decode.read, float(cpus), device, fill)))
+            with GpuSampler() as sampler:
+                if side == "plain":
+                    plain_runs.append(plain_epochs(list(rows[FILE_NAME]), plan.images_dir, transform, recipe.seed,
+                                                   epochs, stage.batch_size, cpus, device, fill))
+                else:
+                    platform_runs.append(ray.get(consumer.remote(
+                        table_ref, len(rows), plan.images_dir, transform, recipe.seed, epochs, stage.batch_size,
+                        plan.decode.read, float(cpus), device, fill)))
+            gpu[side].append(sampler.summary())
     platform_rate = median([_steady(r) for r in platform_runs])
     plain_rate = median([_steady(r) for r in plain_runs])
     last = platform_runs[-1][-1]
     return {
         "stage": "ingest", "device": device, "cpus": cpus, "rows_per_epoch": len(rows), "long_side": stage.long_side,
         "batch_size": stage.batch_size, "epochs": epochs, "repeats": repeats,
-        "platform": {"runs": platform_runs, "median_steady_images_per_s": platform_rate},
-        "plain": {"runs": plain_runs, "median_steady_images_per_s": plain_rate},
+        "platform": {"runs": platform_runs, "median_steady_images_per_s": platform_rate, "gpu": gpu["platform"]},
+        "plain": {"runs": plain_runs, "median_steady_images_per_s": plain_rate, "gpu": gpu["plain"]},
         "blocked_s": last["blocked_s"], "decode": last["decode"],
         "seconds": sum(r["seconds"] for r in platform_runs[-1]),
         "ratio": ratio(platform_rate, plain_rate), "targets": {"ratio": 0.95},
@@ -226,6 +229,12 @@ def format_ingest(result: dict[str, Any]) -> str:
         f"  platform (epoch_dataset + train_batches) {result['platform']['median_steady_images_per_s']:8.1f} img/s",
         f"  platform / plain = {result['ratio']:.2f}x (target >= {result['targets']['ratio']})",
     ]
+    if result["device"] == "cuda":
+        for name in ("plain", "platform"):
+            g = result[name]["gpu"][-1]
+            lines.append(f"  GPU SM use during {name}: " + (g["unavailable"] if "unavailable" in g else
+                         f"{g['mean_sm_percent']:.0f}% mean, {g['busy_mean_sm_percent']:.0f}% in busy samples "
+                         f"({g['samples']} samples)"))
     if blocked:
         parts = ", ".join(f"{k} {v:.2f}s" for k, v in blocked.items() if k not in ("blocked in all", "iterator start"))
         lines.append(f"  last platform run ({result['seconds']:.1f}s, all epochs): consumer blocked "

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from camtrap import run_layout as layout
-from camtrap.bench.common import TARGETS, check_device, median, ratio, require_ray_gpus
+from camtrap.bench.common import TARGETS, GpuSampler, check_device, median, ratio, require_ray_gpus
 from camtrap.config.recipe import Recipe, StageConfig, load_recipe
 from camtrap.data import storage
 from camtrap.data.classes import FILE_NAME
@@ -275,6 +275,43 @@ def run_plain_ddp(setup: TrainSetup, out_dir: str) -> dict[str, Any]:
         return {"total_s": total, "epochs": json.load(f)}
 
 
+def synthetic_ceiling(setup: TrainSetup, steps: int = 30, warmup: int = 5) -> dict[str, Any]:
+    """The device's ceiling for the stage: the platform's own step (:class:`camtrap.train.loop.TrainStep`:
+    the model, optimizer, schedule, AMP rule, loss, normalisation) on one random batch already on the device,
+    so no input pipeline is involved. 4:3 crops of the stage's size, the per-worker batch, one process."""
+    from camtrap.config.recipe import crop_long_side
+    from camtrap.train.augment import DeviceNormalizer
+    from camtrap.train.dataset import IMAGE
+    from camtrap.train.loop import TrainStep
+    from camtrap.train.models import create_classifier, in_batch_layout
+    from camtrap.train.schedule import build_scheduler
+
+    plan, stage, device = setup.plan, setup.stage, torch.device(setup.device)
+    recipe = plan.recipe
+    model = in_batch_layout(create_classifier(recipe.model, num_classes=len(plan.classes), pretrained=None,
+                                              freeze=recipe.freeze)).to(device)
+    optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], recipe.optimizer, stage.lr)
+    amp_dtype, use_scaler = resolve_amp(recipe.amp, device)
+    step = TrainStep(model, optimizer, build_scheduler(optimizer, stage, steps + warmup),
+                     torch.amp.GradScaler(device.type, enabled=use_scaler), autocast_factory(amp_dtype, device),
+                     torch.nn.MultiLabelSoftMarginLoss(), DeviceNormalizer(plan.mean, plan.std, device), device)
+    w = crop_long_side(stage.long_side, stage.crop_ratio)
+    h = max(1, round(w * 3 / 4))
+    gen = torch.Generator(device=device).manual_seed(0)
+    batch = {IMAGE: torch.randint(0, 256, (stage.batch_size, h, w, 3), dtype=torch.uint8, device=device, generator=gen),
+             TARGET: (torch.rand(stage.batch_size, len(plan.classes), device=device, generator=gen) > 0.9).float()}
+    for _ in range(warmup):
+        step(batch)
+    float(step(batch)[0])  # waits for the device
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = step(batch)
+    float(loss)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": ratio(steps * stage.batch_size, seconds), "steps": steps, "seconds": seconds,
+            "input": f"{w}x{h}", "batch_size": stage.batch_size}
+
+
 # ------------------------------------------------------------------------------------------ the bench
 
 
@@ -328,19 +365,23 @@ def bench_train(
     setup = train_setup(metadata, labels, images_dir, recipe, num_workers, device, loader_workers)
     root = tempfile.mkdtemp(prefix="camtrap-bench-train-")
     platform_runs, plain_runs = [], []
+    gpu: dict[str, list] = {"platform": [], "plain": []}
     try:
         for r in range(repeats):
             order = ("plain", "platform") if r % 2 == 0 else ("platform", "plain")
             for side in order:
                 out = os.path.join(root, f"{side}{r}")
-                if side == "plain":
-                    plain_runs.append(run_plain_ddp(setup, out))
-                else:
-                    platform_runs.append(run_platform_training(setup, out))
+                with GpuSampler() as sampler:
+                    if side == "plain":
+                        plain_runs.append(run_plain_ddp(setup, out))
+                    else:
+                        platform_runs.append(run_platform_training(setup, out))
+                gpu[side].append(sampler.summary())
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    platform_side = _train_side("Ray Train TorchTrainer (run_training)", platform_runs)
-    plain_side = _train_side(f"plain DDP ({num_workers} spawned processes)", plain_runs)
+    ceiling = synthetic_ceiling(setup) if cuda else None
+    platform_side = _train_side("Ray Train TorchTrainer (run_training)", platform_runs) | {"gpu": gpu["platform"]}
+    plain_side = _train_side(f"plain DDP ({num_workers} spawned processes)", plain_runs) | {"gpu": gpu["plain"]}
     plan, stage = setup.plan, setup.stage
     return {
         "stage": "train",
@@ -361,6 +402,8 @@ def bench_train(
         "platform": platform_side,
         "baseline": plain_side,
         "ratio": ratio(platform_side["median_steady_images_per_s"], plain_side["median_steady_images_per_s"]),
+        "ceiling": ceiling,
+        "ceiling_ratio": ratio(platform_side["median_steady_images_per_s"], ceiling["images_per_s"]) if ceiling else None,
         "total_time_ratio": ratio(platform_side["median_total_s"], plain_side["median_total_s"]),
         "targets": {"ratio": TARGETS["train"]},
     }
@@ -380,6 +423,15 @@ def format_train(result: dict[str, Any]) -> str:
             f"  {side['name']:<38} {side['median_steady_images_per_s']:7.1f} img/s after epoch 1   "
             f"(epoch 1: {median(side['first_epoch_images_per_s']):.1f} img/s; whole run {side['median_total_s']:.1f} s)"
         )
+    if result.get("ceiling"):
+        lines.append(f"  the device's ceiling (the same step on a batch already on it): "
+                     f"{result['ceiling']['images_per_s']:.1f} img/s; platform = {result['ceiling_ratio']:.2f}x of it")
+    if result["device"] == "cuda":
+        for side in (b, p):
+            g = side["gpu"][-1]
+            lines.append(f"  GPU SM use, {side['name']}: " + (g["unavailable"] if "unavailable" in g else
+                         f"{g['mean_sm_percent']:.0f}% mean over the run, {g['busy_mean_sm_percent']:.0f}% in busy "
+                         f"samples"))
     lines.append(
         f"  platform / plain DDP = {result['ratio']:.2f}x (target >= {result['targets']['ratio']})   "
         f"whole-run time platform / plain = {result['total_time_ratio']:.2f}x   "
