@@ -4,6 +4,7 @@ worker nodes declare GPUs, with every run folder on S3 (moto). See tests/cluster
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import time
@@ -122,3 +123,46 @@ def test_dry_run_reports_the_gpus_the_recipe_asks_for(cluster, data):
     eight = subprocess.run(base, env=cluster.env, capture_output=True, text=True, timeout=300, check=False)
     assert eight.returncode == 2 and "8 workers need 8 GPUs" in eight.stderr, eight.stdout + eight.stderr
     assert not Path("/tmp/never-written").exists()
+
+
+def _ingest_job(data: Path, cpus: int) -> list[str]:
+    """A job that runs the training input pipeline where a GPU worker runs (the ingest bench's consumer,
+    1 GPU, no CPU) over two epochs of the prepared demo, with ``cpus`` decode CPUs."""
+    code = (
+        "import json, numpy as np, ray\n"
+        "from camtrap.bench.ingest import platform_epochs\n"
+        "from camtrap.train.augment import train_transform\n"
+        "from camtrap.train.dataset import load_training_table\n"
+        "from camtrap.train.epochs import EpochTable\n"
+        "ray.init()\n"
+        f"t = load_training_table({str(data / 'data' / 'train_metadata.csv')!r}, "
+        f"{str(data / 'data' / 'train_labels.csv')!r}, {str(data / 'prepared')!r})\n"
+        "ref = ray.put(EpochTable.from_frame(t.frame, t.classes))\n"
+        "run = ray.remote(platform_epochs).options(num_cpus=0, num_gpus=1)\n"
+        f"records = ray.get(run.remote(ref, len(t.frame), {str(data / 'prepared')!r}, "
+        "train_transform(64, 1.14, mean=None, std=None), 0, 2, 4, 'exact', "
+        f"{float(cpus)}, 'cpu', np.zeros(3, np.uint8)))\n"
+        "print('INGEST', json.dumps([r['images'] for r in records]))\n"
+    )
+    return ["-c", code]
+
+
+def test_decode_tasks_run_on_a_cpu_only_node_while_the_consumer_keeps_its_gpu_node(cluster, data):
+    """Issue 23, item 4: CPU-only nodes add decode capacity. With a CPU-only node beside the GPU nodes, the
+    epoch's decode tasks run there too; the GPU consumer (a training worker's place) stays on a GPU node."""
+    cpu_node = cluster.add_node(num_cpus=2, num_gpus=0)
+    try:
+        run = cluster.submit(_ingest_job(data, cpus=6), timeout=400)
+        log = run.stdout + run.stderr
+        assert run.returncode == 0 and "INGEST" in log, log[-4000:]
+        images = json.loads(log.split("INGEST", 1)[1].splitlines()[0])
+        assert len(images) == 2 and all(n > 0 for n in images)
+        nodes = {n["node_id"]: n.get("resources_total", {}) for n in cluster.list_state("nodes")}
+        cpu_only = next(i for i, r in nodes.items() if cpu_node.tag in r)
+        tasks = cluster.list_state("tasks")
+        decode = {t["node_id"] for t in tasks if "ReadEpoch" in t.get("name", "") and t.get("node_id")}
+        consumer = {t["node_id"] for t in tasks if t.get("name", "").endswith("platform_epochs") and t.get("node_id")}
+        assert cpu_only in decode, (decode, nodes)
+        assert consumer and all(nodes[i].get("GPU", 0) >= 1 for i in consumer), (consumer, nodes)
+    finally:
+        cluster.remove_node(cpu_node)

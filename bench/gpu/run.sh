@@ -11,6 +11,9 @@
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 SEQ=${SEQ:-1000}; K=${K:-4}; FS=${FS:-1024x768}
+# PARTS: which parts to run (train, score, ingest, fp32). Without train, scoring uses an untrained rx50 at 512 px.
+PARTS=${PARTS:-train,score,ingest,fp32}
+has() { case ",$PARTS," in *",$1,"*) return 0;; *) return 1;; esac; }
 ROOT=$PWD; G=$ROOT/.gpu; W=${W:-/tmp/w}
 export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 RAY_USAGE_STATS_ENABLED=0
 PY=${PY:-python3}
@@ -30,21 +33,28 @@ step 30 $PY $G/replicate.py $W/data $K $W/big
 step 90 $PY ray_jobs/prepare.py --metadata $W/big/train_metadata.csv --metadata $W/big/test_metadata.csv --images-dir $W/data/images --out $W/prep --long-side 512
 TAB="--metadata $W/big/train_metadata.csv --labels $W/big/train_labels.csv --images-dir $W/prep"
 # 1. Training: the platform (Ray Train + Ray Data) beside the plain DataLoader loop and the synthetic ceiling.
-dmon train
-step 150 $PY ray_jobs/train.py --recipe $G/rx50_gpu.yaml $TAB --out $W/run --use-gpu ${TRAIN_EXTRA:-}
-kill $DM
-step 40 $PY $G/plain_train.py --synthetic --batch 196 --steps ${STEPS:-40}
-dmon plain
-step 80 $PY $G/plain_train.py $TAB --epochs 3 --workers $((NCPU - 1)) ${PLAIN_EXTRA:-}
-kill $DM
+if has train; then
+  dmon train
+  step 150 $PY ray_jobs/train.py --recipe $G/rx50_gpu.yaml $TAB --out $W/run --use-gpu ${TRAIN_EXTRA:-}
+  kill $DM
+  step 40 $PY $G/plain_train.py --synthetic --batch 196 --steps ${STEPS:-40}
+  dmon plain
+  step 80 $PY $G/plain_train.py $TAB --epochs 3 --workers $((NCPU - 1)) ${PLAIN_EXTRA:-}
+  kill $DM
+else
+  step 30 $PY -c "from camtrap.bench.common import untrained_model_file as u; u('$W/run/model.pt', 512, arch='resnext50_32x4d')"
+fi
 # 2. Scoring: the platform's defaults on CUDA (bf16 autocast, the device's batch) beside the plain bf16 loop.
-dmon predict
-step 90 $PY ray_jobs/predict.py --model $W/run/model.pt --metadata $W/big/train_metadata.csv --images-dir $W/prep --out $W/pred_bf16.csv
-kill $DM
-step 50 $PY $G/plain_predict.py --metadata $W/big/train_metadata.csv --images-dir $W/prep --workers $((NCPU - 1))
+if has score; then
+  dmon predict
+  step 90 $PY ray_jobs/predict.py --model $W/run/model.pt --metadata $W/big/train_metadata.csv --images-dir $W/prep --out $W/pred_bf16.csv
+  kill $DM
+  step 50 $PY $G/plain_predict.py --metadata $W/big/train_metadata.csv --images-dir $W/prep --workers $((NCPU - 1))
+fi
 # 3. Data only: the training input pipeline with no model vs a DataLoader on the same CPUs (Ray Data's breakdown).
-step 70 $PY ray_jobs/bench.py ingest --device cuda $TAB --prepared $W/prep --train-long-side 296 --batch-size 196 --epochs 3 --repeats 1 --ingest-copies 1 --out $OUT/bench_ingest.json
+has ingest && step ${INGEST_S:-120} $PY ray_jobs/bench.py ingest --device cuda $TAB --prepared $W/prep --train-long-side 296 --batch-size 196 --epochs 3 --repeats 1 --ingest-copies 1 --out $OUT/bench_ingest.json
 # 4. Scoring in fp32, to state the largest probability difference of bf16 autocast and the metric of both.
+has fp32 || { say "done in $SECONDS s"; exit 0; }
 step 70 $PY ray_jobs/predict.py --model $W/run/model.pt --metadata $W/big/train_metadata.csv --images-dir $W/prep --out $W/pred_fp32.csv --amp off
 step 30 $PY - "$W/pred_bf16.csv" "$W/pred_fp32.csv" <<'EOF'
 import sys, numpy as np, pandas as pd
