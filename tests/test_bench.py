@@ -91,7 +91,7 @@ def test_predict_bench_matches_the_plain_loop(ray_session, tiny):
 @pytest.mark.timeout(120)
 def test_the_plain_dataloader_loop_scores_as_the_plain_loop(ray_session, tiny):
     from camtrap.bench import plain_predict, untrained_model_file
-    from camtrap.bench.predict import loader_predict
+    from camtrap.bench.predict_baselines import loader_predict
     from camtrap.data.contract import read_metadata
 
     frame = read_metadata(str(tiny.train_metadata)).frame
@@ -241,7 +241,8 @@ def test_ingest_bench_feeds_both_sides_the_same_images_and_says_where_the_consum
 
 
 def test_the_synthetic_ceiling_runs_the_platform_step_on_a_batch_already_on_the_device(ray_session, tiny):
-    from camtrap.bench.train import bench_recipe, synthetic_ceiling, train_setup
+    from camtrap.bench.ceiling import synthetic_ceiling
+    from camtrap.bench.train import bench_recipe, train_setup
     from camtrap.config.recipe import crop_long_side
 
     setup = train_setup(str(tiny.train_metadata), str(tiny.train_labels), str(tiny.images_dir),

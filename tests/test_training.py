@@ -14,8 +14,9 @@ from camtrap.config.recipe import load_recipe
 from camtrap.data.prepare import PrepareSettings, prepare_images
 from camtrap.demo import SMALL_SIZES, make_demo_dataset
 from camtrap.model_file import read_state_file
+from camtrap.train.batches import pad_batch
 from camtrap.train.driver import run_training
-from camtrap.train.loop import pad_batch, resolve_amp
+from camtrap.train.loop import resolve_amp
 from camtrap.train.models import create_classifier
 
 pytestmark = pytest.mark.timeout(900)

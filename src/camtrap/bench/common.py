@@ -162,6 +162,14 @@ class GpuSampler:
                 **({"unavailable": self.unavailable} if self.unavailable else {})}
 
 
+def format_gpu_use(name: str, summary: dict[str, Any]) -> str:
+    """One console line of a :meth:`GpuSampler.summary`."""
+    if "unavailable" in summary:
+        return f"  GPU SM use, {name}: {summary['unavailable']}"
+    return (f"  GPU SM use, {name}: {summary['mean_sm_percent']:.0f}% mean over the run, "
+            f"{summary['busy_mean_sm_percent']:.0f}% in busy samples ({summary['samples']} samples)")
+
+
 def _identity(batch):
     return batch
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from camtrap.bench.common import GpuSampler, check_device, median, ratio
+from camtrap.bench.common import GpuSampler, check_device, format_gpu_use, median, ratio
 from camtrap.data.classes import FILE_NAME
 from camtrap.errors import InputError
 from camtrap.train.augment import DeviceNormalizer, train_transform
@@ -86,8 +86,8 @@ def platform_epochs(table_ref, rows: int, images_dir: str, transform, seed: int,
     :func:`camtrap.train.loop.train_batches`, ``rows // batch_size`` steps an epoch, counted (on the device)."""
     import itertools
 
+    from camtrap.train.batches import train_batches
     from camtrap.train.epochs import epoch_dataset, stage_indices
-    from camtrap.train.loop import train_batches
 
     dev = torch.device(device)
     steps = rows // batch_size
@@ -132,7 +132,7 @@ class _Rows(torch.utils.data.Dataset):
 def plain_epochs(files: list[str], images_dir: str, transform, seed: int, epochs: int, batch_size: int,
                  workers: int, device: str, fill: np.ndarray) -> list[dict[str, Any]]:
     """The DataLoader side: ``workers`` processes, shuffled, pinned on CUDA, consumed here."""
-    from camtrap.bench.train import ListPadCollate
+    from camtrap.bench.plain_ddp import ListPadCollate
 
     dev = torch.device(device)
     loader = torch.utils.data.DataLoader(
@@ -230,11 +230,7 @@ def format_ingest(result: dict[str, Any]) -> str:
         f"  platform / plain = {result['ratio']:.2f}x (target >= {result['targets']['ratio']})",
     ]
     if result["device"] == "cuda":
-        for name in ("plain", "platform"):
-            g = result[name]["gpu"][-1]
-            lines.append(f"  GPU SM use during {name}: " + (g["unavailable"] if "unavailable" in g else
-                         f"{g['mean_sm_percent']:.0f}% mean, {g['busy_mean_sm_percent']:.0f}% in busy samples "
-                         f"({g['samples']} samples)"))
+        lines += [format_gpu_use(name, result[name]["gpu"][-1]) for name in ("plain", "platform")]
     if blocked:
         parts = ", ".join(f"{k} {v:.2f}s" for k, v in blocked.items() if k not in ("blocked in all", "iterator start"))
         lines.append(f"  last platform run ({result['seconds']:.1f}s, all epochs): consumer blocked "

@@ -43,6 +43,7 @@ from camtrap.data.classes import SEQ_ID
 from camtrap.metrics import aggregate_by_sequence, competition_loss, logit
 from camtrap.model_file import read_state_file, state_from_bytes
 from camtrap.train.augment import DeviceNormalizer, eval_transform, train_transform
+from camtrap.train.batches import train_batches
 from camtrap.train.dataset import IMAGE, TARGET
 from camtrap.train.epochs import epoch_dataset, stage_indices, validation_indices
 from camtrap.train.models import (
@@ -90,69 +91,6 @@ def autocast_factory(dtype: torch.dtype | None, device: torch.device) -> Autocas
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-def pad_batch(images: Sequence[np.ndarray], fill: np.ndarray) -> np.ndarray:
-    """Stack uint8 HWC images of different sizes, padding bottom/right with ``fill`` (the mean pixel).
-
-    Serengeti frames are all 4:3, so in the competition setting nothing is padded; a dataset mixing
-    4:3 and 16:9 still trains, with padding that normalises to zero.
-    """
-    h = max(im.shape[0] for im in images)
-    w = max(im.shape[1] for im in images)
-    out = np.empty((len(images), h, w, 3), dtype=np.uint8)
-    out[:] = fill
-    for i, im in enumerate(images):
-        out[i, : im.shape[0], : im.shape[1]] = im
-    return out
-
-
-#: Batches the worker's iterator prepares ahead of the step (fetch, batch, collate, pin, copy to the
-#: device), in Ray Data's prefetch threads: one step's worth of slack on a bursty decode pipeline.
-PREFETCH_BATCHES = 4
-
-
-class PadCollate:
-    """Ray Data collate of a training batch: ``{image: uint8 NHWC tensor, target: float32 tensor}``.
-
-    Runs in the iterator's prefetch threads, not the training loop. Equal-size images (every
-    Serengeti crop) arrive as one uint8 array and pass through without a copy; mixed sizes are padded
-    with :func:`pad_batch`. Returning tensors lets Ray pin them and copy them to the device in the same
-    threads (``iter_torch_batches(pin_memory=True, device=...)``).
-    """
-
-    def __init__(self, fill: np.ndarray):
-        self.fill = fill
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        images = batch[IMAGE]
-        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4):
-            images = pad_batch(images, self.fill)
-        target = np.asarray(batch[TARGET] if batch[TARGET].dtype != object else np.stack(batch[TARGET]), np.float32)
-        return {IMAGE: _tensor(images), TARGET: _tensor(target)}
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor over ``array`` (copied only when Ray handed out a read-only view of its block)."""
-    array = np.ascontiguousarray(array)
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
-
-
-def train_batches(dataset, batch_size: int, device: torch.device, fill: np.ndarray,
-                  prefetch_batches: int = PREFETCH_BATCHES):
-    """The training batches of an epoch dataset, collated, pinned and on ``device`` when they reach the loop.
-
-    The collate, the pinning and the host-to-device copy run in Ray Data's prefetch threads
-    (``iter_torch_batches``), so the loop's thread only steps the model.
-    """
-    from ray.data.collate_fn import NumpyBatchCollateFn
-
-    class _Collate(PadCollate, NumpyBatchCollateFn):
-        pass
-
-    return dataset.iter_torch_batches(batch_size=batch_size, collate_fn=_Collate(fill), device=device,
-                                      pin_memory=device.type == "cuda", drop_last=True,
-                                      prefetch_batches=prefetch_batches)
 
 
 def create_optimizer(params, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
