@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -154,8 +155,9 @@ def test_decode_tasks_run_on_a_cpu_only_node_while_the_consumer_keeps_its_gpu_no
     try:
         run = cluster.submit(_ingest_job(data, cpus=6), timeout=400)
         log = run.stdout + run.stderr
-        assert run.returncode == 0 and "INGEST" in log, log[-4000:]
-        images = json.loads(log.split("INGEST", 1)[1].splitlines()[0])
+        printed = re.search(r"^INGEST (\[[^\]]*\])$", log, re.MULTILINE)  # not the echoed entrypoint
+        assert run.returncode == 0 and printed, log[-4000:]
+        images = json.loads(printed.group(1))
         assert len(images) == 2 and all(n > 0 for n in images)
         nodes = {n["node_id"]: n.get("resources_total", {}) for n in cluster.list_state("nodes")}
         cpu_only = next(i for i, r in nodes.items() if cpu_node.tag in r)
