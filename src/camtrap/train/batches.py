@@ -64,7 +64,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def train_batches(dataset, batch_size: int, device: torch.device, fill: np.ndarray,
-                  prefetch_batches: int = PREFETCH_BATCHES):
+                  prefetch_batches: int | None = None):
     """The training batches of an epoch dataset, collated, pinned and on ``device`` when they reach the loop.
 
     The collate, the pinning and the host-to-device copy run in Ray Data's prefetch threads
@@ -75,6 +75,8 @@ def train_batches(dataset, batch_size: int, device: torch.device, fill: np.ndarr
     class _Collate(PadCollate, NumpyBatchCollateFn):
         pass
 
+    if prefetch_batches is None:  # a CPU worker computes on the cores its prefetch threads would take
+        prefetch_batches = PREFETCH_BATCHES if device.type == "cuda" else 1
     return dataset.iter_torch_batches(batch_size=batch_size, collate_fn=_Collate(fill), device=device,
                                       pin_memory=device.type == "cuda", drop_last=True,
                                       prefetch_batches=prefetch_batches)

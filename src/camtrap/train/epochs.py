@@ -220,20 +220,24 @@ def image_seed(seed: int, epoch: int, row: int) -> int:
 #: Read tasks per decode CPU in one rank's epoch: enough that every CPU has work while the ones ahead in
 #: the order finish, so ``preserve_order`` never leaves CPUs idle behind a slow task.
 TASKS_PER_CPU = 4
-#: At most this many rows per task: small enough that a batch spans several tasks decoding side by side
-#: (a task yields its blocks one after another), large enough that Ray's per-task cost stays in the
-#: noise (a task of 256 images is seconds of decoding; Ray's own cost is milliseconds).
-MAX_ROWS_PER_TASK = 256
+#: Rows a rank's decode tasks hold at once, at most (each CPU runs one task): a task yields its blocks one
+#: after another and ``preserve_order`` buffers what later tasks finish early, so rows in flight are
+#: memory. With few CPUs, fewer and longer tasks: Ray's cost per task was measured at seconds of the
+#: demo's training on 2 cores (tasks of 64 rows: 198 s, of 256: 155 s, one per epoch: 118 s).
+MAX_ROWS_IN_FLIGHT = 2048
+#: But never tasks smaller than this: a batch of a GPU's size still spans only a few tasks.
+MIN_ROWS_PER_TASK_CAP = 256
 
 
-def rows_per_task_for(n_rows: int, cpus: float | None, rows_per_block: int,
-                      most: int = MAX_ROWS_PER_TASK) -> int:
+def rows_per_task_for(n_rows: int, cpus: float | None, rows_per_block: int, most: int | None = None) -> int:
     """Rows one decode task takes so that ``cpus`` CPUs each get about :data:`TASKS_PER_CPU` tasks.
 
-    Whole blocks, between one block and ``most`` rows. The fixed 2,048 rows it replaces gave a
-    6,000-image epoch three tasks: three of a 16-CPU GPU node's CPUs decoded while the GPU waited.
+    Whole blocks, between one block and ``most`` rows (default: :data:`MAX_ROWS_IN_FLIGHT` over the CPUs,
+    not under :data:`MIN_ROWS_PER_TASK_CAP`). The fixed 2,048 rows it replaces gave a 6,000-image epoch
+    three tasks: three of a 16-CPU GPU node's CPUs decoded while the GPU waited.
     """
     cpus = max(1, math.ceil(cpus or 1))
+    most = most or max(MIN_ROWS_PER_TASK_CAP, MAX_ROWS_IN_FLIGHT // cpus)
     per_task = -(-n_rows // (cpus * TASKS_PER_CPU))
     per_task = -(-per_task // rows_per_block) * rows_per_block
     return max(rows_per_block, min(max(most, rows_per_block), per_task))
