@@ -40,7 +40,7 @@ from camtrap.data.resume import PartLog
 from camtrap.data.sequences import CAMERA, SEQUENCES_FILE, metadata_or_sequences
 from camtrap.errors import InputError
 from camtrap.export import FIELD_FORMATS, ExportSettings, ScoredSeason, write_field_formats
-from camtrap.infer.actors import ActorPlan, check_amp, plan_actors
+from camtrap.infer.actors import ActorPlan, check_amp, plan_actors, scoring_batch_size
 from camtrap.infer.predictor import FlipTTAPredictor, prob_column
 from camtrap.infer.submission import (
     FAILED_SEQUENCES_FILE,
@@ -236,8 +236,8 @@ def predict(
     """
     start = time.perf_counter()
     check_amp(amp, cuda=True)
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"--batch-size: must be at least 1, got {batch_size}")
+    if batch_size is not None:
+        scoring_batch_size("cpu", batch_size)  # refused now, before any input is read, by the rule plan_actors applies
     metas = model_metadata(model_paths)
     decoding = scoring_decode(metas, images_dir, decode, force_decode)
     formats = resolve_formats(formats, submission_format, out)

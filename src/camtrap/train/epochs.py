@@ -20,7 +20,8 @@ Here instead:
   range of its index slice (about four tasks per decode CPU), in order (``preserve_order``).
 
 Same seed, epoch and world size: the same rows on the same rank in the same order, with the same
-augmentations (an image that fails to decode is skipped with a warning, as before).
+augmentations. An image that fails to decode is named in a warning; in training its place is taken by
+another image of its block (:func:`decode_positions`), in validation it is left out.
 """
 
 from __future__ import annotations
@@ -349,8 +350,9 @@ def epoch_dataset(
     takes ``rows_per_task`` consecutive positions of ``indices`` (:class:`EpochDatasource`; None: about
     :data:`TASKS_PER_CPU` tasks per decode CPU, :func:`rows_per_task_for`), decodes them
     ``rows_per_block`` at a time and hands out the images in blocks of about ``block_bytes``: the
-    process that iterates puts one small object per task (at most about 430 for a rank of a 7 M-row
-    season on 8 ranks), and there is no all-to-all. ``preserve_order`` keeps the blocks in
+    process that iterates puts one small object per task (a few thousand an epoch for a rank of a 7 M-row
+    season on 8 ranks, each a few milliseconds, and a stage's dataset holds all its epochs' tasks), and
+    there is no all-to-all. ``preserve_order`` keeps the blocks in
     order, so the batches are the same on every build.
 
     No local shuffle buffer: the permutation already shuffles over the whole season, so a buffer would

@@ -202,8 +202,9 @@ class TrainStep:
     norm: DeviceNormalizer
     device: torch.device
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-        """One step on a batch from :func:`train_batches` (uint8 NHWC images); returns (loss sum, images)."""
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """One step on a batch from :func:`train_batches` (uint8 NHWC images); returns (loss sum as a
+        tensor on the device, images)."""
         x = self.norm(batch[IMAGE])
         y = batch[TARGET].to(self.device, non_blocking=True)
         with self.autocast():
@@ -379,5 +380,5 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             })
         else:
             ray.train.report(metrics)
-    for _ in batches:  # a partial batch at most (an image that failed to decode): finish the dataset
-        pass
+    for _ in batches:  # nothing is left when every epoch held its steps x batch rows; read to the end all
+        pass           # the same, so the dataset finishes instead of having its tasks cancelled

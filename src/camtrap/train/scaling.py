@@ -110,7 +110,7 @@ def decode_cpus(n: int, use_gpu: bool, cpus: float, view: ClusterView) -> float:
     raise ScalingError(
         f"{n} workers x {cpus:g} CPU would leave the Ray Data tasks that decode the images no whole CPU (the cluster "
         f"has {view.cpus_now:g} CPUs and no autoscaler node type that adds one); the job would wait forever. Use "
-        f"--cpus-per-worker 0, fewer --num-workers, or add a node with CPUs (cluster.yaml's cpu_decode type)"
+        f"--cpus-per-worker 0, fewer --num-workers, or add a node with CPUs (cluster.yaml's `cpu` type)"
     )
 
 
